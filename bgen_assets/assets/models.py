@@ -1,0 +1,87 @@
+"""Assets built from the declarative catalogue: CSV seeds and SQL models run in DuckDB."""
+
+
+import hashlib
+
+import pandas as pd
+from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
+
+from bgen_assets.catalog import Catalog, Relation, SqlModel
+from bgen_assets.warehouse import DUCKDB_POOL, Warehouse
+
+SEED_GROUP = "seeds"
+MODEL_GROUP = "models"
+
+
+def column_schema(catalog: Catalog, table: str) -> dict:
+    columns = catalog.table_doc(table).get("columns", {})
+    if not columns:
+        return {}
+    return {"dagster/column_schema": TableSchema(
+        columns=[TableColumn(name, spec["type"], description=spec.get("doc")) for name, spec in columns.items()]
+    )}
+
+
+def table_fingerprint(warehouse: Warehouse, relation: Relation) -> tuple[int, str]:
+    """Row count and an order-independent content hash computed inside DuckDB."""
+    rows, digest = warehouse.query(
+        f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM {relation.sql} t"
+    ).iloc[0]
+    return int(rows), hashlib.sha256(f"{rows}:{digest}".encode()).hexdigest()[:24]
+
+
+def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
+    doc = catalog.table_doc(f"seeds/{relation.name}")
+
+    @asset(
+        key=relation.key_path,
+        group_name=SEED_GROUP,
+        pool=DUCKDB_POOL,
+        description=doc.get("description", f"Seed {path.name}"),
+        code_version=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+        metadata={"path": MetadataValue.path(str(path)), **column_schema(catalog, f"seeds/{relation.name}")},
+        kinds={"duckdb", "csv"},
+    )
+    def seed(warehouse: Warehouse) -> MaterializeResult:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False).replace({"": None})
+        warehouse.replace_table(relation.schema, relation.name, table)
+        rows, version = table_fingerprint(warehouse, relation)
+        return MaterializeResult(data_version=DataVersion(version), metadata={"dagster/row_count": rows})
+
+    return seed
+
+
+def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
+    relation = model.relation
+    doc = catalog.table_doc(relation.name)
+
+    @asset(
+        key=relation.key_path,
+        deps=[AssetKey(ref.key_path) for ref in model.refs],
+        group_name=MODEL_GROUP,
+        pool=DUCKDB_POOL,
+        description=doc.get("description", f"SQL model {model.path.name}"),
+        code_version=model.code_version,
+        metadata={
+            "sql": MetadataValue.md(f"```sql\n{model.sql}\n```"),
+            "path": MetadataValue.path(str(model.path)),
+            **column_schema(catalog, relation.name),
+        },
+        kinds={"duckdb", "sql"},
+    )
+    def sql_model(warehouse: Warehouse) -> MaterializeResult:
+        with warehouse.connect() as con:
+            con.execute("BEGIN")
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{relation.schema}"')
+            con.execute(f"CREATE OR REPLACE TABLE {relation.sql} AS {model.sql}")
+            con.execute("COMMIT")
+        rows, version = table_fingerprint(warehouse, relation)
+        return MaterializeResult(data_version=DataVersion(version), metadata={"dagster/row_count": rows})
+
+    return sql_model
+
+
+def catalog_assets(catalog: Catalog) -> list[AssetsDefinition]:
+    seeds = [seed_asset(catalog, relation, path) for relation, path in catalog.seeds]
+    models = [sql_asset(catalog, model) for dataset in catalog.project.datasets for model in catalog.models(dataset)]
+    return seeds + models

@@ -1,0 +1,77 @@
+"""Raw sources of each dataset: `DS/raw_events` and one `DS/raw_NAME` per lookup file."""
+
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+
+from bgen_assets.config import Project
+from bgen_assets.partitions import users, weeks
+from bgen_assets.sources import load_events, load_lookup, locate
+from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+
+RAW_GROUP = "raw"
+
+
+def _register_partitions(context: AssetExecutionContext, dataset: str, events: pd.DataFrame) -> None:
+    week_keys = sorted(events["ts"].dt.to_period("W-SUN").dt.start_time.dt.strftime("%Y-%m-%d").unique())
+    context.instance.add_dynamic_partitions(users(dataset).name, sorted(events["user_id"].unique()))
+    context.instance.add_dynamic_partitions(weeks(dataset).name, week_keys)
+
+
+def raw_event_asset(project: Project, dataset: str) -> AssetsDefinition:
+    source = project.datasets[dataset].sources["events"]
+
+    @asset(
+        key=[dataset, "raw_events"],
+        group_name=RAW_GROUP,
+        pool=DUCKDB_POOL,
+        description=f"{project.datasets[dataset].description} Read from `{source.file}`, columns mapped "
+        "to canonical fields; registers the dataset's user and week partitions.",
+        code_version="1",
+        kinds={"duckdb", "csv" if source.format == "csv" else "parquet"},
+    )
+    def raw_events(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+        path = locate(source, project)
+        events = load_events(path, source)
+        warehouse.replace_table(dataset, "raw_events", events)
+        _register_partitions(context, dataset, events)
+        return MaterializeResult(
+            data_version=DataVersion(frame_fingerprint(events)),
+            metadata={
+                "file": MetadataValue.path(str(path)),
+                "dagster/row_count": len(events),
+                "users": int(events["user_id"].nunique()),
+                "first_event": str(events["ts"].min()),
+                "last_event": str(events["ts"].max()),
+            },
+        )
+
+    return raw_events
+
+
+def raw_lookup_asset(project: Project, dataset: str, name: str) -> AssetsDefinition:
+    source = project.datasets[dataset].sources[name]
+
+    @asset(
+        key=[dataset, f"raw_{name}"],
+        group_name=RAW_GROUP,
+        pool=DUCKDB_POOL,
+        description=f"Lookup table `{source.file}` of dataset {dataset}, loaded as text columns.",
+        code_version="1",
+        kinds={"duckdb"},
+    )
+    def raw_lookup(warehouse: Warehouse) -> MaterializeResult:
+        path = locate(source, project)
+        table = load_lookup(path, source).replace({"": None})
+        warehouse.replace_table(dataset, f"raw_{name}", table)
+        return MaterializeResult(
+            data_version=DataVersion(frame_fingerprint(table)),
+            metadata={"file": MetadataValue.path(str(path)), "dagster/row_count": len(table)},
+        )
+
+    return raw_lookup
+
+
+def raw_assets(project: Project, dataset: str) -> list[AssetsDefinition]:
+    lookups = [name for name, s in project.datasets[dataset].sources.items() if s.kind == "lookup"]
+    return [raw_event_asset(project, dataset), *(raw_lookup_asset(project, dataset, n) for n in lookups)]

@@ -1,0 +1,145 @@
+"""Per-user assets of each dataset: the population/individual split, profiles, and the
+user-partitioned weekly segments that every synthetic partition is generated from."""
+
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DataVersion,
+    MaterializeResult,
+    asset,
+)
+
+from bgen_assets.config import Project
+from bgen_assets.partitions import users
+from bgen_assets.sources import RawDataError, file_line, load_lookup, locate, require_columns
+from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+
+USERS_GROUP = "users"
+PROFILE_ATTRIBUTES = ["age_group", "education", "gender", "consumption_level", "occupation"]
+
+
+def split_users(user_ids: list[str], population_share: float, seed: int, dataset: str) -> pd.DataFrame:
+    """Deterministic split: a seeded permutation of the sorted users; the first share is population."""
+    ordered = sorted(user_ids)
+    dataset_seed = int.from_bytes(hashlib.sha256(dataset.encode()).digest()[:4], "little")
+    permutation = np.random.default_rng([seed, dataset_seed]).permutation(len(ordered))
+    n_population = round(population_share * len(ordered))
+    roles = np.where(np.arange(len(ordered)) < n_population, "population", "individual")
+    return pd.DataFrame({"user_id": [ordered[i] for i in permutation], "role": roles}).sort_values("user_id", ignore_index=True)
+
+
+def user_split_asset(project: Project, dataset: str) -> AssetsDefinition:
+    @asset(
+        key=[dataset, "user_split"],
+        deps=[AssetKey([dataset, "events"])],
+        group_name=USERS_GROUP,
+        pool=DUCKDB_POOL,
+        description=f"Population vs individual users ({project.split.population_share:.0%} population, seed {project.split.seed}).",
+        code_version="1",
+        kinds={"duckdb"},
+    )
+    def user_split(warehouse: Warehouse) -> MaterializeResult:
+        user_ids = warehouse.query(f'SELECT DISTINCT user_id FROM "{dataset}".events')["user_id"].tolist()
+        split = split_users(user_ids, project.split.population_share, project.split.seed, dataset)
+        warehouse.replace_table(dataset, "user_split", split)
+        counts = split["role"].value_counts()
+        return MaterializeResult(
+            data_version=DataVersion(frame_fingerprint(split)),
+            metadata={"population_users": int(counts.get("population", 0)),
+                      "individual_users": int(counts.get("individual", 0))},
+        )
+
+    return user_split
+
+
+def apply_profile_file(inferred: pd.DataFrame, path, table: pd.DataFrame, source) -> pd.DataFrame:
+    """Overlay a declared profile file on the inferred profiles; unknown users are an error."""
+    require_columns(path, table, source, ["user_id"])
+    unknown = ~table["user_id"].isin(inferred["user_id"])
+    if unknown.any():
+        raise RawDataError(path, f"profile for unknown user {table['user_id'][unknown].iloc[0]!r}",
+                           column="user_id", lines=[file_line(i) for i in table.index[unknown]])
+    profiles = inferred.set_index("user_id")
+    given = table.set_index("user_id")
+    for attribute in PROFILE_ATTRIBUTES:
+        if attribute in given.columns:
+            values = given[attribute].replace("", np.nan).dropna()
+            profiles.loc[values.index, attribute] = values
+            profiles.loc[values.index, f"{attribute}_source"] = "file"
+    return profiles.reset_index()
+
+
+def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
+    profile_source = project.datasets[dataset].profile_source
+
+    @asset(
+        key=[dataset, "profiles"],
+        deps=[AssetKey([dataset, "inferred_profiles"])],
+        group_name=USERS_GROUP,
+        pool=DUCKDB_POOL,
+        description="Profiles with the paper's five attributes: "
+        + (f"from the profile file `{project.datasets[dataset].sources[profile_source].file}`, "
+           "inferred where it is silent." if profile_source else "inferred from behaviour (no profile file declared)."),
+        code_version="1",
+        kinds={"duckdb"},
+    )
+    def profiles(warehouse: Warehouse) -> MaterializeResult:
+        table = warehouse.query(f'SELECT * FROM "{dataset}".inferred_profiles ORDER BY user_id')
+        if profile_source:
+            source = project.datasets[dataset].sources[profile_source]
+            path = locate(source, project)
+            table = apply_profile_file(table, path, load_lookup(path, source), source)
+        warehouse.replace_table(dataset, "profiles", table)
+        sources = {a: table[f"{a}_source"].value_counts().to_dict() for a in PROFILE_ATTRIBUTES}
+        return MaterializeResult(
+            data_version=DataVersion(frame_fingerprint(table)),
+            metadata={"dagster/row_count": len(table), "value_sources": sources},
+        )
+
+    return profiles
+
+
+def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
+    @asset(
+        key=[dataset, "weekly_segments"],
+        deps=[AssetKey([dataset, name]) for name in ("events", "profiles", "user_split")],
+        partitions_def=users(dataset),
+        group_name=USERS_GROUP,
+        pool=DUCKDB_POOL,
+        description="One user's events labelled with their calendar week (the generation unit). Its data "
+        "version hashes the user's events, profile and split role, so a change to one user makes only "
+        "that user's synthetic partitions stale.",
+        code_version="1",
+        kinds={"duckdb"},
+    )
+    def weekly_segments(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+        user = context.partition_key
+        segments = warehouse.query(
+            f"""SELECT user_id, strftime(date_trunc('week', ts), '%Y-%m-%d') AS week,
+                       (dense_rank() OVER (ORDER BY date_trunc('week', ts)) - 1)::BIGINT AS week_index,
+                       ts, weekday::BIGINT AS weekday, time_slot::BIGINT AS time_slot, location, intent
+                FROM "{dataset}".events WHERE user_id = ? ORDER BY ts, location""",
+            [user],
+        )
+        context_rows = warehouse.query(
+            f'SELECT p.*, s.role FROM "{dataset}".profiles p JOIN "{dataset}".user_split s USING (user_id) '
+            "WHERE user_id = ?", [user],
+        )
+        warehouse.replace_partitions(dataset, "weekly_segments", segments, [{"user_id": user}])
+        version = frame_fingerprint(segments) + frame_fingerprint(context_rows)[:8]
+        return MaterializeResult(
+            data_version=DataVersion(version),
+            metadata={"dagster/row_count": len(segments), "weeks": int(segments["week"].nunique())},
+        )
+
+    return weekly_segments
+
+
+def user_assets(project: Project, dataset: str) -> list[AssetsDefinition]:
+    return [user_split_asset(project, dataset), profiles_asset(project, dataset), weekly_segments_asset(project, dataset)]

@@ -1,0 +1,113 @@
+"""The declarative catalogue under `models/`: SQL models, CSV seeds, the schema file and
+macros, rendered with a dbt-style `ref()` / `var()`.
+
+Layout:
+  models/seeds/NAME.csv        -> asset seeds/NAME, table seeds.NAME
+  models/dataset/NAME.sql      -> asset DS/NAME for every dataset DS (unless DS overrides it)
+  models/DS/NAME.sql           -> asset DS/NAME for dataset DS only
+  models/schema.yml            -> descriptions, column docs and column checks of every table
+  models/macros.sql            -> Jinja macros available to every model
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from bgen_assets.config import MODELS_DIR, Project
+
+SHARED_MODELS = "dataset"
+SEEDS = "seeds"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A table in the warehouse, addressed as (schema, name) and as a Dagster key."""
+
+    schema: str
+    name: str
+
+    @property
+    def key_path(self) -> list[str]:
+        return [self.schema, self.name]
+
+    @property
+    def sql(self) -> str:
+        return f'"{self.schema}"."{self.name}"'
+
+    @staticmethod
+    def parse(reference: str, dataset: str) -> Relation:
+        schema, _, name = reference.rpartition("/")
+        return Relation(schema or dataset, name)
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    relation: Relation
+    path: Path
+    sql: str
+    refs: tuple[Relation, ...] = field(default=())
+
+    @property
+    def code_version(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+
+
+class Catalog:
+    def __init__(self, project: Project, models_dir: Path = MODELS_DIR):
+        self.project = project
+        self.models_dir = models_dir
+        macros = models_dir / "macros.sql"
+        self._macro_source = macros.read_text() if macros.exists() else ""
+        self._jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+    @cached_property
+    def schema_file(self) -> dict:
+        path = self.models_dir / "schema.yml"
+        return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+    def table_doc(self, name: str) -> dict:
+        """The schema-file entry of a table (generic name, e.g. `events`, or `seeds/NAME`)."""
+        return self.schema_file.get("tables", {}).get(name, {})
+
+    @cached_property
+    def seeds(self) -> list[tuple[Relation, Path]]:
+        folder = self.models_dir / SEEDS
+        return [(Relation(SEEDS, path.stem), path) for path in sorted(folder.glob("*.csv"))]
+
+    def model_files(self, dataset: str) -> dict[str, Path]:
+        files = {path.stem: path for path in sorted((self.models_dir / SHARED_MODELS).glob("*.sql"))}
+        files.update({path.stem: path for path in sorted((self.models_dir / dataset).glob("*.sql"))})
+        return files
+
+    def render(self, path: Path, dataset: str) -> SqlModel:
+        refs: list[Relation] = []
+        variables = {**self._defaults(), **self.project.datasets[dataset].vars}
+
+        def ref(reference: str) -> str:
+            relation = Relation.parse(reference, dataset)
+            refs.append(relation)
+            return relation.sql
+
+        def var(name: str, default=Ellipsis):
+            if name in variables:
+                return variables[name]
+            if default is not Ellipsis:
+                return default
+            raise KeyError(f"{path}: var({name!r}) is not declared for dataset {dataset!r} in bgen_project.yml")
+
+        template = self._jinja.from_string(self._macro_source + path.read_text())
+        sql = template.render(ref=ref, var=var, dataset=dataset).strip().rstrip(";")
+        unique_refs = tuple(dict.fromkeys(refs))
+        return SqlModel(Relation(dataset, path.stem), path, sql, unique_refs)
+
+    def _defaults(self) -> dict:
+        return {"slot_minutes": self.project.slot_minutes}
+
+    def models(self, dataset: str) -> list[SqlModel]:
+        return [self.render(path, dataset) for path in self.model_files(dataset).values()]

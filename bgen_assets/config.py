@@ -1,0 +1,166 @@
+"""The project declaration (`bgen_project.yml`) as validated pydantic models.
+
+Environment overrides: BGEN_HOME (state directory), BGEN_DATA_DIR (data directory),
+BGEN_SCOPE (which declared scope the demo and the single-user command use).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILE = PROJECT_ROOT / "bgen_project.yml"
+MODELS_DIR = PROJECT_ROOT / "models"
+
+
+class ConfigError(ValueError):
+    """Invalid project configuration; the message names the offending key."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnMapping(StrictModel):
+    """Which columns of a raw file hold the canonical event fields."""
+
+    user_id: str
+    ts: str = Field(description="event timestamp, or the start of a span")
+    end_ts: str | None = Field(default=None, description="end of a span (start/end sources)")
+    location: str
+    intent: str | None = Field(default=None, description="absent when a SQL model derives it")
+
+
+class SourceFile(StrictModel):
+    """One raw file of a dataset, found in the data directory or downloaded and checked."""
+
+    file: str
+    sha256: str | None = None
+    url: str | None = None
+    format: Literal["csv", "parquet"] = "csv"
+    delimiter: str = ","
+    kind: Literal["events", "lookup", "profiles"] = "events"
+    columns: ColumnMapping | None = None
+    timestamp_format: str | None = Field(default=None, description="strptime format; None = ISO")
+
+    @model_validator(mode="after")
+    def _events_need_columns(self) -> SourceFile:
+        if self.kind == "events" and self.columns is None:
+            raise ValueError("an events source needs a `columns` mapping")
+        return self
+
+
+class Dataset(StrictModel):
+    description: str = ""
+    timezone: str = "UTC"
+    sources: dict[str, SourceFile]
+    vars: dict[str, bool | int | float | str | list[str]] = Field(default_factory=dict)
+
+    @field_validator("sources")
+    @classmethod
+    def _one_events_source(cls, sources: dict[str, SourceFile]) -> dict[str, SourceFile]:
+        if "events" not in sources or sources["events"].kind != "events":
+            raise ValueError("each dataset needs a source named `events` of kind `events`")
+        return sources
+
+    @property
+    def profile_source(self) -> str | None:
+        return next((name for name, s in self.sources.items() if s.kind == "profiles"), None)
+
+
+class Split(StrictModel):
+    population_share: float = Field(0.7, gt=0, lt=1)
+    seed: int = 0
+
+
+class ScopeSelection(StrictModel):
+    """A declared subset: users (None = all) and at most this many weeks per user."""
+
+    users: list[str] | None = None
+    max_weeks_per_user: int | None = Field(default=None, gt=0)
+
+
+class Project(StrictModel):
+    state_dir: Path = Path(".bgen")
+    data_dir: Path | None = None
+    slot_minutes: int = Field(30, gt=0, le=240)
+    split: Split = Split()
+    scope: str = "demo"
+    scopes: dict[str, dict[str, ScopeSelection]]
+    datasets: dict[str, Dataset]
+
+    @field_validator("slot_minutes")
+    @classmethod
+    def _divides_a_day(cls, minutes: int) -> int:
+        if 1440 % minutes:
+            raise ValueError("must divide 1440 (a day) evenly")
+        return minutes
+
+    @model_validator(mode="after")
+    def _scopes_name_known_datasets(self) -> Project:
+        if self.scope not in self.scopes:
+            raise ValueError(f"scope {self.scope!r} is not declared under `scopes`")
+        for scope_name, selection in self.scopes.items():
+            for dataset in selection:
+                if dataset not in self.datasets:
+                    raise ValueError(f"scopes.{scope_name}.{dataset}: unknown dataset")
+        return self
+
+    @property
+    def home(self) -> Path:
+        path = self.state_dir if self.state_dir.is_absolute() else PROJECT_ROOT / self.state_dir
+        return path.resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def download_cache(self) -> Path:
+        return self.home / "downloads"
+
+    @property
+    def data_directory(self) -> Path:
+        if self.data_dir is not None:
+            return self.data_dir if self.data_dir.is_absolute() else (PROJECT_ROOT / self.data_dir).resolve()
+        shared = (PROJECT_ROOT.parent / "shared" / "data").resolve()
+        return shared if shared.is_dir() else self.download_cache
+
+    def selection(self, dataset: str, scope: str | None = None) -> ScopeSelection:
+        return self.scopes[scope or self.scope].get(dataset, ScopeSelection())
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid configuration in {path}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_project(path: Path = PROJECT_FILE, environ: dict[str, str] | None = None) -> Project:
+    """Parse and validate the declaration, applying BGEN_* environment overrides."""
+    env = os.environ if environ is None else environ
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML in {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration in {path}: the top level must be a mapping")
+    overrides = {"state_dir": "BGEN_HOME", "data_dir": "BGEN_DATA_DIR", "scope": "BGEN_SCOPE"}
+    raw.update({key: env[var] for key, var in overrides.items() if env.get(var)})
+    try:
+        return Project.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+@lru_cache(maxsize=1)
+def project() -> Project:
+    return load_project()

@@ -1,0 +1,35 @@
+"""The Dagster code location: every asset, check and resource of the project."""
+
+from __future__ import annotations
+
+from dagster import AssetKey, Definitions
+
+from bgen_assets.assets.models import catalog_assets
+from bgen_assets.assets.raw import raw_assets
+from bgen_assets.assets.synthetic import generator_assets
+from bgen_assets.assets.users import user_assets
+from bgen_assets.catalog import Catalog
+from bgen_assets.checks import table_checks
+from bgen_assets.config import Project, project
+from bgen_assets.generators import load_generator_specs
+from bgen_assets.warehouse import Warehouse
+
+
+def build_definitions(project: Project, catalog: Catalog | None = None) -> Definitions:
+    catalog = catalog or Catalog(project)
+    assets = catalog_assets(catalog)
+    for dataset in project.datasets:
+        assets += raw_assets(project, dataset) + user_assets(project, dataset)
+        for spec in load_generator_specs(catalog.models_dir / "generators"):
+            assets += generator_assets(project, catalog, dataset, spec)
+    keys = [key for asset in assets for key in asset.keys]
+    upstream = {dep.asset_key for asset in assets for dep in asset.specs_by_key.values() for dep in dep.deps}
+    leaves = {key for key in keys if key not in upstream}
+    return Definitions(
+        assets=assets,
+        asset_checks=table_checks(catalog, keys, leaves),
+        resources={"warehouse": Warehouse()},
+    )
+
+
+defs = build_definitions(project())

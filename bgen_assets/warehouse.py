@@ -1,0 +1,97 @@
+"""The DuckDB warehouse: short-lived connections, atomic writes, content hashes.
+
+DuckDB allows one writing process per file, so every connection is opened for one
+quick unit of work and retried briefly when another process holds the lock; writers
+also share the Dagster pool `duckdb` (limit 1 in dagster.yaml).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import duckdb
+import pandas as pd
+from dagster import ConfigurableResource
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from bgen_assets.config import project
+
+DUCKDB_POOL = "duckdb"
+
+
+def _is_lock_conflict(error: BaseException) -> bool:
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+@retry(
+    retry=retry_if_exception(_is_lock_conflict),
+    wait=wait_random_exponential(multiplier=0.05, max=1.0),
+    stop=stop_after_delay(120),
+    reraise=True,
+)
+def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(path, read_only=read_only)
+
+
+def quoted(schema: str, table: str) -> str:
+    return f'"{schema}"."{table}"'
+
+
+class Warehouse(ConfigurableResource):
+    """A DuckDB file; by default the project's `warehouse.duckdb` in the state directory."""
+
+    path: str = ""
+
+    @property
+    def file(self) -> str:
+        return self.path or str(project().warehouse_path)
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.file).parent.mkdir(parents=True, exist_ok=True)
+        connection = _connect(self.file, read_only)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+    def replace_table(self, schema: str, table: str, frame: pd.DataFrame) -> None:
+        """Create or replace a table from a frame in one transaction."""
+        with self.connect() as con:
+            con.execute("BEGIN")
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            con.register("incoming", frame)
+            con.execute(f"CREATE OR REPLACE TABLE {quoted(schema, table)} AS SELECT * FROM incoming")
+            con.execute("COMMIT")
+
+    def replace_partitions(
+        self, schema: str, table: str, frame: pd.DataFrame, partitions: Sequence[dict[str, str]]
+    ) -> None:
+        """Replace the rows of the given partitions (column -> value) in one transaction."""
+        with self.connect() as con:
+            con.execute("BEGIN")
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            con.register("incoming", frame)
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {quoted(schema, table)} AS SELECT * FROM incoming LIMIT 0"
+            )
+            for where in partitions:
+                condition = " AND ".join(f'"{column}" = ?' for column in where)
+                con.execute(f"DELETE FROM {quoted(schema, table)} WHERE {condition}", list(where.values()))
+            con.execute(f"INSERT INTO {quoted(schema, table)} SELECT * FROM incoming")
+            con.execute("COMMIT")
+
+
+def frame_fingerprint(frame: pd.DataFrame) -> str:
+    """A content hash of a frame (row order included), used as the Dagster data version."""
+    digest = hashlib.sha256()
+    digest.update(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+    return digest.hexdigest()[:24]
