@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILE = PROJECT_ROOT / "bgen_project.yml"
+PROJECT_FILE = Path(os.environ.get("BGEN_PROJECT", PROJECT_ROOT / "bgen_project.yml"))
 MODELS_DIR = PROJECT_ROOT / "models"
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey, Definitions
+import warnings
+
+from dagster import BetaWarning, Definitions
 
 from bgen_assets.assets.models import catalog_assets
 from bgen_assets.assets.raw import raw_assets
@@ -13,6 +15,9 @@ from bgen_assets.checks import table_checks
 from bgen_assets.config import Project, project
 from bgen_assets.generators import load_generator_specs
 from bgen_assets.warehouse import Warehouse
+
+
+warnings.filterwarnings("ignore", category=BetaWarning)  # partition mappings and backfill policies we rely on
 
 
 def build_definitions(project: Project, catalog: Catalog | None = None) -> Definitions:
@@ -28,7 +33,7 @@ def build_definitions(project: Project, catalog: Catalog | None = None) -> Defin
     return Definitions(
         assets=assets,
         asset_checks=table_checks(catalog, keys, leaves),
-        resources={"warehouse": Warehouse()},
+        resources={"warehouse": Warehouse(path=str(project.warehouse_path))},
     )
 
 

@@ -17,8 +17,6 @@ import pandas as pd
 from dagster import ConfigurableResource
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from bgen_assets.config import project
-
 DUCKDB_POOL = "duckdb"
 
 
@@ -41,18 +39,14 @@ def quoted(schema: str, table: str) -> str:
 
 
 class Warehouse(ConfigurableResource):
-    """A DuckDB file; by default the project's `warehouse.duckdb` in the state directory."""
+    """A DuckDB file (the project's is `warehouse.duckdb` in the state directory)."""
 
-    path: str = ""
-
-    @property
-    def file(self) -> str:
-        return self.path or str(project().warehouse_path)
+    path: str
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        Path(self.file).parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(self.file, read_only)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        connection = _connect(self.path, read_only)
         try:
             yield connection
         finally:

@@ -16,7 +16,6 @@ from dagster import (
     BackfillPolicy,
     DataVersion,
     MaterializeResult,
-    MultiPartitionKey,
     MultiToSingleDimensionPartitionMapping,
     asset,
 )
@@ -88,8 +87,8 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         kinds={"duckdb", "python"},
     )
     def synthetic(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
-        keys = [MultiPartitionKey.from_str(k) if isinstance(k, str) else k for k in context.partition_keys]
-        requested = [(key.keys_by_dimension[USER], key.keys_by_dimension[WEEK]) for key in keys]
+        keys = [user_weeks(dataset).get_partition_key_from_str(key).keys_by_dimension for key in context.partition_keys]
+        requested = [(key[USER], key[WEEK]) for key in keys]
         model = kind.from_table(warehouse.query(f'SELECT * FROM "{dataset}"."{spec.name}_model"')) if kind.NEEDS_FIT else None
         histories = warehouse.query(
             f'SELECT * FROM "{dataset}".weekly_segments WHERE list_contains(?, user_id) ORDER BY user_id, ts',

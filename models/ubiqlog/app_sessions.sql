@@ -123,7 +123,7 @@ SELECT
     min(span_start) AS session_start,
     max(span_end) AS session_end,
     CAST(count(*) AS INTEGER) AS n_spans,
-    date_diff('second', min(span_start), max(span_end)) AS duration_s
+    CAST(date_diff('second', min(span_start), max(span_end)) AS DOUBLE) AS duration_s
 FROM numbered
 GROUP BY user_id, package, session_no
 ORDER BY user_id, session_start, package

@@ -1,0 +1,105 @@
+"""`bgen`: the project's command line (`bgen --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from bgen_assets.config import ConfigError, project
+
+console = Console(width=130)
+
+
+def _runner():
+    from dagster import DagsterInstance
+
+    from bgen_assets.definitions import defs
+    from bgen_assets.runs import Runner, prepare_dagster_home
+    from bgen_assets.warehouse import Warehouse
+
+    prepare_dagster_home(project())
+    return Runner(defs, DagsterInstance.get(), Warehouse(path=str(project().warehouse_path)))
+
+
+def summary(runner, scope: str) -> Table:
+    table = Table(title=f"bgen warehouse ({project().warehouse_path}), scope {scope}")
+    for column in ("dataset", "events", "users", "user-weeks", "synthetic table", "synthetic events", "synthetic user-weeks"):
+        table.add_column(column, justify="right" if column not in ("dataset", "synthetic table") else "left")
+    for dataset in project().datasets:
+        events, n_users, n_weeks = runner.warehouse.query(
+            f"SELECT count(*), count(DISTINCT user_id), count(DISTINCT (user_id, date_trunc('week', ts))) "
+            f'FROM "{dataset}".events'
+        ).iloc[0]
+        for key in runner.synthetic_keys(dataset, None):
+            rows, weeks = runner.warehouse.query(
+                f'SELECT count(*), count(DISTINCT (user_id, week)) FROM "{dataset}"."{key.path[1]}"'
+            ).iloc[0]
+            table.add_row(dataset, f"{events:,}", f"{n_users:,}", f"{n_weeks:,}", key.path[1], f"{rows:,}", f"{weeks:,}")
+    return table
+
+
+def cmd_demo(args) -> None:
+    runner = _runner()
+    started = time.perf_counter()
+    console.print("[bold]Building shared assets[/bold] (raw sources, seeds, SQL models, profiles, fitted generators)")
+    runner.build_shared()
+    for dataset in project().datasets:
+        selection = project().selection(dataset, args.scope)
+        chosen = selection.users or runner.instance.get_dynamic_partitions(f"{dataset}_users")
+        for user in chosen:
+            done = runner.materialize_user(dataset, user, max_weeks=selection.max_weeks_per_user)
+            console.print(f"  {dataset} user {user}: " + ", ".join(f"{k} {v}" for k, v in done.items()))
+    console.print(summary(runner, args.scope or project().scope))
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+
+
+def cmd_user(args) -> None:
+    runner = _runner()
+    done = runner.materialize_user(args.dataset, args.user, generator=args.generator)
+    if not any(done.values()):
+        console.print(f"{args.dataset} user {args.user}: everything up to date, nothing materialised")
+    for key, count in done.items():
+        console.print(f"{key}: {count} partition(s) materialised")
+
+
+def cmd_home(args) -> None:
+    from bgen_assets.runs import prepare_dagster_home
+
+    print(prepare_dagster_home(project()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bgen", description="Synthetic behaviour data as a Dagster asset graph.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="build the shared assets and the scope's users, print row counts")
+    demo.add_argument("--scope", default=None, help="declared scope (default: bgen_project.yml `scope`)")
+    demo.set_defaults(run=cmd_demo)
+    user = commands.add_parser("user", help="materialise one user's partitions (all weeks), only what is stale or missing")
+    user.add_argument("dataset")
+    user.add_argument("user")
+    user.add_argument("--generator", default=None, help="one generator declaration (default: all)")
+    user.set_defaults(run=cmd_user)
+    home = commands.add_parser("home", help="prepare and print DAGSTER_HOME under the state directory")
+    home.set_defaults(run=cmd_home)
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except ConfigError as error:
+        console.print(f"[red]configuration error[/red]: {error}")
+        return 2
+    except Exception as error:
+        from bgen_assets.runs import RunFailed
+
+        if not isinstance(error, RunFailed):
+            raise
+        console.print(f"[red]failed[/red]: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Materialising parts of the graph as real, recorded Dagster runs on the project's instance:
+the shared (unpartitioned) assets, one user's partitions, and a declared scope."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._time import get_current_datetime
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from bgen_assets.config import PROJECT_ROOT, Project
+from bgen_assets.partitions import users
+from bgen_assets.warehouse import Warehouse
+
+
+def prepare_dagster_home(project: Project) -> str:
+    """DAGSTER_HOME under the state directory, holding a copy of the repository's dagster.yaml."""
+    home = project.home / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return str(home)
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Runner:
+    defs: Definitions
+    instance: DagsterInstance
+    warehouse: Warehouse
+
+    @property
+    def graph(self):
+        return self.defs.resolve_asset_graph()
+
+    def _materialize(self, selection, **kwargs) -> None:
+        result = materialize(
+            list(self.defs.assets), selection=selection, instance=self.instance,
+            resources=self.defs.resources, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}, **kwargs,
+        )
+        if not result.success:
+            failures = [e.event_specific_data.error.message.strip() for e in result.all_events
+                        if e.event_type_value == "STEP_FAILURE"]
+            raise RunFailed("\n".join(failures) or f"run {result.run_id} failed")
+
+    def shared_assets(self) -> AssetSelection:
+        partitioned = [key for key in self.graph.get_all_asset_keys() if self.graph.get(key).is_partitioned]
+        return AssetSelection.all() - AssetSelection.assets(*partitioned)
+
+    def build_shared(self) -> None:
+        """Raw sources, seeds, SQL models, splits, profiles, fitted generators (all unpartitioned)."""
+        self._materialize(self.shared_assets())
+
+    def stale_or_missing(self, key: AssetKey, partitions: list[str]) -> list[str]:
+        view = AssetGraphView(
+            temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+            instance=self.instance, asset_graph=self.graph,
+        )
+        resolver = CachingStaleStatusResolver(self.instance, self.graph, view)
+        return [p for p in partitions if resolver.get_status(key, p) != StaleStatus.FRESH]
+
+    def user_weeks(self, dataset: str, user: str) -> list[str]:
+        return self.warehouse.query(
+            f'SELECT DISTINCT week FROM "{dataset}".weekly_segments WHERE user_id = ? ORDER BY week', [user]
+        )["week"].tolist()
+
+    def synthetic_keys(self, dataset: str, generator: str | None) -> list[AssetKey]:
+        return [key for key in self.graph.get_all_asset_keys()
+                if key.path[0] == dataset and key.path[1].startswith("synthetic_")
+                and (generator is None or key.path[1] == f"synthetic_{generator}")]
+
+    def materialize_user(
+        self, dataset: str, user: str, generator: str | None = None, max_weeks: int | None = None
+    ) -> dict[str, int]:
+        """One user's weekly segments and synthetic partitions, only where missing or stale.
+
+        Returns how many partitions each asset materialised (0 everywhere = already up to date)."""
+        if user not in self.instance.get_dynamic_partitions(users(dataset).name):
+            raise RunFailed(f"unknown user {user!r} of dataset {dataset!r} (is {dataset}/raw_events materialised?)")
+        done: dict[str, int] = {}
+        segments = AssetKey([dataset, "weekly_segments"])
+        stale_segment = self.stale_or_missing(segments, [user])
+        if stale_segment:
+            self._materialize([segments], partition_key=user)
+        done[segments.to_user_string()] = len(stale_segment)
+        weeks = self.user_weeks(dataset, user)[:max_weeks]
+        for key in self.synthetic_keys(dataset, generator):
+            pending = self.stale_or_missing(key, [f"{user}|{week}" for week in weeks])
+            if pending:
+                self._materialize([key], tags={ASSET_PARTITION_RANGE_START_TAG: pending[0],
+                                               ASSET_PARTITION_RANGE_END_TAG: pending[-1]})
+            done[key.to_user_string()] = len(pending)
+        return done
