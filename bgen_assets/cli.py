@@ -72,6 +72,24 @@ def cmd_home(args) -> None:
     print(prepare_dagster_home(project()))
 
 
+def cmd_ui(args) -> None:
+    """Replace this process by `dagster dev` with default SIGINT/SIGTERM handling: started from a
+    non-interactive shell it would inherit an ignored SIGINT and then ignore SIGTERM too."""
+    import os
+    import shutil
+    import signal
+
+    from bgen_assets.config import PROJECT_ROOT
+    from bgen_assets.runs import prepare_dagster_home
+
+    prepare_dagster_home(project())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or "dagster"
+    os.chdir(PROJECT_ROOT)
+    os.execv(dagster, [dagster, "dev", "-h", args.host, "-p", str(args.port), "-w", "workspace.yaml"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bgen", description="Synthetic behaviour data as a Dagster asset graph.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument("user")
     user.add_argument("--generator", default=None, help="one generator declaration (default: all)")
     user.set_defaults(run=cmd_user)
+    ui = commands.add_parser("ui", help="serve the Dagster UI (dagster dev) on the state directory's instance")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(run=cmd_ui)
     home = commands.add_parser("home", help="prepare and print DAGSTER_HOME under the state directory")
     home.set_defaults(run=cmd_home)
     args = parser.parse_args(argv)

@@ -31,6 +31,13 @@ class RunFailed(RuntimeError):
     pass
 
 
+def _root_message(error) -> str:
+    """The innermost cause of a step failure: the user's error, not Dagster's wrapper."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 @dataclass
 class Runner:
     defs: Definitions
@@ -48,7 +55,7 @@ class Runner:
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}, **kwargs,
         )
         if not result.success:
-            failures = [e.event_specific_data.error.message.strip() for e in result.all_events
+            failures = [_root_message(e.event_specific_data.error) for e in result.all_events
                         if e.event_type_value == "STEP_FAILURE"]
             raise RunFailed("\n".join(failures) or f"run {result.run_id} failed")
 

@@ -1,0 +1,35 @@
+# bgen: `make demo` builds the demo scope end to end, `make test` runs the test suite.
+# Both set up the virtual environment first (once; again only when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 3000
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test ui user
+
+setup: $(STAMP)
+
+# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/bgen demo
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The Dagster UI on $(HOST):$(PORT); Ctrl-C or SIGTERM stops it and its children.
+ui: setup
+	$(BIN)/bgen ui --host $(HOST) --port $(PORT)
+
+# make user DATASET=tokyo USER_ID=1004: one user's partitions, all weeks.
+user: setup
+	$(BIN)/bgen user $(DATASET) $(USER_ID)

@@ -1,0 +1,88 @@
+"""Shared fixtures: small datasets cut from the real logs in ../shared/data, a project
+declaration pointing at them, and a Dagster instance + warehouse built once per session."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from dagster import DagsterInstance, instance_for_test
+
+from bgen_assets.config import PROJECT_ROOT, Project, load_project
+from bgen_assets.definitions import build_definitions
+from bgen_assets.runs import Runner
+from bgen_assets.warehouse import Warehouse
+
+SHARED_DATA = Path(os.environ.get("BGEN_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
+TOKYO_USERS = ["1004", "1032", "107", "1172", "1184", "638"]
+UBIQLOG_USERS = ["10_M", "1_M", "9_M", "25_F"]
+
+
+def cut_fixture_data(target: Path) -> Path:
+    """A few real users per dataset (Tokyo: first quarter of 2019), written like the originals."""
+    target.mkdir(parents=True, exist_ok=True)
+    tokyo = pd.read_csv(SHARED_DATA / "tokyo_checkins.csv.gz", dtype=str)
+    tokyo = tokyo[tokyo["user_id"].isin(TOKYO_USERS) & (tokyo["local_time"] < "2019-04-01")]
+    tokyo.to_csv(target / "tokyo_checkins.csv.gz", index=False)
+    ubiqlog = pd.read_csv(SHARED_DATA / "ubiqlog_app_events.csv.gz", dtype=str)
+    ubiqlog[ubiqlog["user"].isin(UBIQLOG_USERS)].to_csv(target / "ubiqlog_app_events.csv.gz", index=False)
+    shutil.copyfile(SHARED_DATA / "app_categories.csv.gz", target / "app_categories.csv.gz")
+    return target
+
+
+def write_project(folder: Path, data_dir: Path, edit=None) -> Path:
+    """A project declaration like the repository's, on fixture data, with its state in `folder`.
+
+    `edit(raw_dict)` may change the declaration before it is written."""
+    raw = yaml.safe_load((PROJECT_ROOT / "bgen_project.yml").read_text())
+    raw["state_dir"] = str(folder / "state")
+    raw["data_dir"] = str(data_dir)
+    raw["scopes"]["demo"] = {"tokyo": {"users": TOKYO_USERS[:2], "max_weeks_per_user": 2},
+                             "ubiqlog": {"users": UBIQLOG_USERS[:1], "max_weeks_per_user": 2}}
+    for dataset in raw["datasets"].values():
+        for source in dataset["sources"].values():
+            source.pop("sha256", None)  # fixture files are cuts, not the published files
+    if edit:
+        edit(raw)
+    path = folder / "bgen_project.yml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def read_gz_lines(path: Path) -> list[str]:
+    return gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
+
+
+@pytest.fixture(scope="session")
+def fixture_data(tmp_path_factory) -> Path:
+    return cut_fixture_data(tmp_path_factory.mktemp("data"))
+
+
+@contextmanager
+def project_instance(folder: Path):
+    """A temporary Dagster instance with the repository's dagster.yaml settings."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    with instance_for_test(temp_dir=str(folder), overrides=settings) as instance:
+        yield instance
+
+
+def make_runner(project: Project, instance: DagsterInstance) -> Runner:
+    return Runner(build_definitions(project), instance, Warehouse(path=str(project.warehouse_path)))
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, fixture_data):
+    """The fixture project with its shared (unpartitioned) assets materialised once."""
+    folder = tmp_path_factory.mktemp("built")
+    project = load_project(write_project(folder, fixture_data))
+    with project_instance(folder / "dagster") as instance:
+        runner = make_runner(project, instance)
+        runner.build_shared()
+        yield runner
