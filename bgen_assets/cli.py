@@ -19,10 +19,9 @@ def _runner():
 
     from bgen_assets.definitions import defs
     from bgen_assets.runs import Runner, prepare_dagster_home
-    from bgen_assets.warehouse import Warehouse
 
     prepare_dagster_home(project())
-    return Runner(defs, DagsterInstance.get(), Warehouse(path=str(project().warehouse_path)))
+    return Runner(project(), defs, DagsterInstance.get())
 
 
 def summary(runner, scope: str) -> Table:
@@ -45,8 +44,9 @@ def summary(runner, scope: str) -> Table:
 def cmd_demo(args) -> None:
     runner = _runner()
     started = time.perf_counter()
-    console.print("[bold]Building shared assets[/bold] (raw sources, seeds, SQL models, profiles, fitted generators)")
-    runner.build_shared()
+    console.print("[bold]Shared assets[/bold] (raw sources, seeds, SQL models, profiles, fitted generators)")
+    rebuilt = runner.build_shared()
+    console.print(f"  outdated and rebuilt with their downstream: {', '.join(k.to_user_string() for k in rebuilt) or 'none'}")
     for dataset in project().datasets:
         selection = project().selection(dataset, args.scope)
         chosen = selection.users or runner.instance.get_dynamic_partitions(f"{dataset}_users")

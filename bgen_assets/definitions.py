@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from dagster import BetaWarning, Definitions
+from dagster import AssetsDefinition, BetaWarning, Definitions
 
 from bgen_assets.assets.models import catalog_assets
 from bgen_assets.assets.raw import raw_assets
@@ -27,8 +27,9 @@ def build_definitions(project: Project, catalog: Catalog | None = None) -> Defin
         assets += raw_assets(project, dataset) + user_assets(project, dataset)
         for spec in load_generator_specs(catalog.models_dir / "generators"):
             assets += generator_assets(project, catalog, dataset, spec)
-    keys = [key for asset in assets for key in asset.keys]
-    upstream = {dep.asset_key for asset in assets for dep in asset.specs_by_key.values() for dep in dep.deps}
+    tables = [asset for asset in assets if isinstance(asset, AssetsDefinition)]  # not the observed source files
+    keys = [key for asset in tables for key in asset.keys]
+    upstream = {dep.asset_key for asset in tables for spec in asset.specs_by_key.values() for dep in spec.deps}
     leaves = {key for key in keys if key not in upstream}
     return Definitions(
         assets=assets,

@@ -13,6 +13,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._time import get_current_datetime
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from bgen_assets.catalog import Catalog
 from bgen_assets.config import PROJECT_ROOT, Project
 from bgen_assets.partitions import users
 from bgen_assets.warehouse import Warehouse
@@ -40,9 +41,19 @@ def _root_message(error) -> str:
 
 @dataclass
 class Runner:
+    project: Project
     defs: Definitions
     instance: DagsterInstance
-    warehouse: Warehouse
+
+    @classmethod
+    def for_project(cls, project: Project, instance: DagsterInstance, catalog: Catalog | None = None) -> Runner:
+        from bgen_assets.definitions import build_definitions
+
+        return cls(project, build_definitions(project, catalog), instance)
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(path=str(self.project.warehouse_path))
 
     @property
     def graph(self):
@@ -59,13 +70,17 @@ class Runner:
                         if e.event_type_value == "STEP_FAILURE"]
             raise RunFailed("\n".join(failures) or f"run {result.run_id} failed")
 
-    def shared_assets(self) -> AssetSelection:
-        partitioned = [key for key in self.graph.get_all_asset_keys() if self.graph.get(key).is_partitioned]
-        return AssetSelection.all() - AssetSelection.assets(*partitioned)
-
-    def build_shared(self) -> None:
-        """Raw sources, seeds, SQL models, splits, profiles, fitted generators (all unpartitioned)."""
-        self._materialize(self.shared_assets())
+    def build_shared(self) -> list[AssetKey]:
+        """Observe the source files, then rebuild the unpartitioned assets that are stale or
+        missing and everything unpartitioned downstream of them. Returns what was outdated."""
+        graph = self.graph
+        self._materialize([key for key in graph.get_all_asset_keys() if graph.get(key).is_observable])
+        shared = [key for key in graph.materializable_asset_keys if not graph.get(key).is_partitioned]
+        outdated = [key for key in shared if self.stale_or_missing(key, [None])]
+        if outdated:
+            partitioned = [key for key in graph.materializable_asset_keys if graph.get(key).is_partitioned]
+            self._materialize(AssetSelection.assets(*outdated).downstream() - AssetSelection.assets(*partitioned))
+        return outdated
 
     def stale_or_missing(self, key: AssetKey, partitions: list[str]) -> list[str]:
         view = AssetGraphView(

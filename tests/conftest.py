@@ -12,12 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from dagster import DagsterInstance, instance_for_test
+from dagster import instance_for_test
 
-from bgen_assets.config import PROJECT_ROOT, Project, load_project
-from bgen_assets.definitions import build_definitions
+from bgen_assets.config import PROJECT_ROOT, load_project
 from bgen_assets.runs import Runner
-from bgen_assets.warehouse import Warehouse
 
 SHARED_DATA = Path(os.environ.get("BGEN_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
 TOKYO_USERS = ["1004", "1032", "107", "1172", "1184", "638"]
@@ -73,16 +71,12 @@ def project_instance(folder: Path):
         yield instance
 
 
-def make_runner(project: Project, instance: DagsterInstance) -> Runner:
-    return Runner(build_definitions(project), instance, Warehouse(path=str(project.warehouse_path)))
-
-
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, fixture_data):
     """The fixture project with its shared (unpartitioned) assets materialised once."""
     folder = tmp_path_factory.mktemp("built")
     project = load_project(write_project(folder, fixture_data))
     with project_instance(folder / "dagster") as instance:
-        runner = make_runner(project, instance)
+        runner = Runner.for_project(project, instance)
         runner.build_shared()
         yield runner

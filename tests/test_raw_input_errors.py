@@ -8,8 +8,8 @@ import duckdb
 import pytest
 
 from bgen_assets.config import load_project
-from bgen_assets.runs import RunFailed
-from conftest import make_runner, project_instance, read_gz_lines, write_project
+from bgen_assets.runs import Runner, RunFailed
+from conftest import project_instance, read_gz_lines, write_project
 
 TOKYO = "tokyo_checkins.csv.gz"
 UBIQLOG = "ubiqlog_app_events.csv.gz"
@@ -30,7 +30,7 @@ def build_with(tmp_path, fixture_data, file: str, content: bytes, edit=None):
     project = load_project(write_project(tmp_path, data, edit))
     with project_instance(tmp_path / "dagster") as instance:
         with pytest.raises(RunFailed) as failure:
-            make_runner(project, instance).build_shared()
+            Runner.for_project(project, instance).build_shared()
     return project, str(failure.value)
 
 

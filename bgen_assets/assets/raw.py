@@ -2,11 +2,21 @@
 
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    ObserveResult,
+    asset,
+    observable_source_asset,
+)
 
 from bgen_assets.config import Project
 from bgen_assets.partitions import users, weeks
-from bgen_assets.sources import load_events, load_lookup, locate
+from bgen_assets.sources import load_events, load_lookup, locate, sha256_of
 from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
 
 RAW_GROUP = "raw"
@@ -18,11 +28,29 @@ def _register_partitions(context: AssetExecutionContext, dataset: str, events: p
     context.instance.add_dynamic_partitions(weeks(dataset).name, week_keys)
 
 
+def source_file_asset(project: Project, dataset: str, name: str) -> AssetsDefinition:
+    """The file itself, observed: its data version is its sha256, so editing the file makes the
+    raw table stale (observe sources in the UI, or let `bgen` do it)."""
+    source = project.datasets[dataset].sources[name]
+
+    @observable_source_asset(
+        key=[dataset, f"{name}_file"],
+        group_name=RAW_GROUP,
+        description=f"Source file `{source.file}` of dataset {dataset} (data directory or checked download).",
+    )
+    def source_file() -> ObserveResult:
+        path = locate(source, project)
+        return ObserveResult(data_version=DataVersion(sha256_of(path)), metadata={"path": MetadataValue.path(str(path))})
+
+    return source_file
+
+
 def raw_event_asset(project: Project, dataset: str) -> AssetsDefinition:
     source = project.datasets[dataset].sources["events"]
 
     @asset(
         key=[dataset, "raw_events"],
+        deps=[AssetKey([dataset, "events_file"])],
         group_name=RAW_GROUP,
         pool=DUCKDB_POOL,
         description=f"{project.datasets[dataset].description} Read from `{source.file}`, columns mapped "
@@ -54,6 +82,7 @@ def raw_lookup_asset(project: Project, dataset: str, name: str) -> AssetsDefinit
 
     @asset(
         key=[dataset, f"raw_{name}"],
+        deps=[AssetKey([dataset, f"{name}_file"])],
         group_name=RAW_GROUP,
         pool=DUCKDB_POOL,
         description=f"Lookup table `{source.file}` of dataset {dataset}, loaded as text columns.",
@@ -73,5 +102,7 @@ def raw_lookup_asset(project: Project, dataset: str, name: str) -> AssetsDefinit
 
 
 def raw_assets(project: Project, dataset: str) -> list[AssetsDefinition]:
-    lookups = [name for name, s in project.datasets[dataset].sources.items() if s.kind == "lookup"]
-    return [raw_event_asset(project, dataset), *(raw_lookup_asset(project, dataset, n) for n in lookups)]
+    sources = project.datasets[dataset].sources
+    lookups = [name for name, s in sources.items() if s.kind == "lookup"]
+    files = [source_file_asset(project, dataset, name) for name, s in sources.items() if s.kind != "profiles"]
+    return files + [raw_event_asset(project, dataset), *(raw_lookup_asset(project, dataset, n) for n in lookups)]

@@ -120,7 +120,9 @@ def generate(
 
     target_monday = pd.Timestamp(week) + pd.Timedelta(days=7)
     weekday, time_slot = slots // slots_per_day, slots % slots_per_day
-    offsets = pd.to_timedelta(weekday * 1440 + time_slot * slot_minutes + rng.integers(0, slot_minutes, n_events), unit="min")
+    # sorting keeps each event inside its slot, so times increase in generation order
+    minutes = np.sort(weekday * 1440 + time_slot * slot_minutes + rng.integers(0, slot_minutes, n_events))
+    offsets = pd.to_timedelta(minutes, unit="min")
     location, intent = zip(*(token.split(TOKEN_SEP) for token in generated)) if generated else ((), ())
     return pd.DataFrame({
         "ts": target_monday + offsets,

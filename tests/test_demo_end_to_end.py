@@ -1,0 +1,35 @@
+"""`bgen demo` as a user runs it (a subprocess on its own state directory), on fixture data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from bgen_assets.config import PROJECT_ROOT, load_project
+from conftest import write_project
+
+
+@pytest.mark.slow
+def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
+    project_file = write_project(tmp_path, fixture_data)
+    env = {**os.environ, "BGEN_PROJECT": str(project_file), "COLUMNS": "200"}
+    bgen = Path(sys.executable).parent / "bgen"
+    result = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    project = load_project(project_file)
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as con:
+        for dataset, selection in project.scopes["demo"].items():
+            events, users = con.execute(f"SELECT count(*), count(DISTINCT user_id) FROM {dataset}.events").fetchall()[0]
+            synthetic_users = {u for (u,) in con.execute(f"SELECT DISTINCT user_id FROM {dataset}.synthetic_markov").fetchall()}
+            synthetic = con.execute(f"SELECT count(*) FROM {dataset}.synthetic_markov").fetchall()[0][0]
+            assert synthetic_users == set(selection.users)
+            assert synthetic > 0
+            row = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"│ {dataset}"))
+            assert f"{events:,}" in row and f"{synthetic:,}" in row and f" {users} " in row
+    # a second demo run finds everything up to date
+    again = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "synthetic_markov 0" in again.stdout

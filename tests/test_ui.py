@@ -1,0 +1,155 @@
+"""`make ui` serves the project's asset graph over GraphQL and stops cleanly: SIGTERM to `make`
+alone, or SIGINT to the whole process group (Ctrl-C), leaves no process of its session behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from bgen_assets.config import PROJECT_ROOT
+from conftest import write_project
+
+STARTUP_TIMEOUT = 90
+SHUTDOWN_TIMEOUT = 20
+
+ASSETS_QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    isPartitioned
+    partitionDefinition { description type dimensionTypes { name type } }
+    assetChecksOrError { __typename ... on AssetChecks { checks { name blocking } } }
+  }
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def session_processes(sid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose session id is `sid`."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
+
+
+def describe(procs: list[psutil.Process]) -> str:
+    lines = []
+    for proc in procs:
+        try:
+            lines.append(f"{proc.pid} {' '.join(proc.cmdline())[:200]}")
+        except psutil.Error:
+            lines.append(f"{proc.pid} (gone)")
+    return "\n".join(lines)
+
+
+def log_tail(log: Path, chars: int = 4000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+def graphql(port: int, query: str) -> dict:
+    response = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=30)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def wait_until_serving(port: int, make: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if make.poll() is not None:
+            pytest.fail(f"`make ui` exited with {make.returncode} before serving:\n{log_tail(log)}")
+        try:
+            if graphql(port, "{ version }").get("version"):
+                return
+        except (requests.RequestException, ValueError, AssertionError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"no GraphQL answer on port {port} within {STARTUP_TIMEOUT} s:\n{log_tail(log)}")
+
+
+def check_asset_graph(port: int) -> None:
+    nodes = {"/".join(node["assetKey"]["path"]): node for node in graphql(port, ASSETS_QUERY)["assetNodes"]}
+    for key in ("tokyo/events", "tokyo/weekly_segments", "tokyo/synthetic_markov",
+                "ubiqlog/app_sessions", "ubiqlog/synthetic_markov"):
+        assert key in nodes, f"{key} missing from the asset graph: {sorted(nodes)}"
+
+    synthetic = nodes["tokyo/synthetic_markov"]
+    assert synthetic["isPartitioned"]
+    definition = synthetic["partitionDefinition"]
+    assert definition["type"] == "MULTIPARTITIONED"
+    assert {d["name"] for d in definition["dimensionTypes"]} == {"user", "week"}
+    assert "tokyo_users" in definition["description"] and "tokyo_weeks" in definition["description"]
+    assert not nodes["tokyo/events"]["isPartitioned"]
+
+    def checks(key: str) -> dict[str, bool]:
+        result = nodes[key]["assetChecksOrError"]
+        assert result["__typename"] == "AssetChecks", result
+        return {check["name"]: check["blocking"] for check in result["checks"]}
+
+    assert checks("tokyo/events") == {"pandera_schema": True}  # upstream table: blocking
+    assert checks("ubiqlog/app_sessions").get("pandera_schema") is True
+    assert checks("tokyo/synthetic_markov") == {"pandera_schema": False}  # leaf: not blocking
+
+
+@pytest.mark.parametrize("stop", ["sigterm_to_make", "sigint_to_group"])
+def test_make_ui_serves_and_stops_cleanly(tmp_path, fixture_data, stop):
+    project_file = write_project(tmp_path, fixture_data)
+    env = {k: v for k, v in os.environ.items() if k not in ("BGEN_HOME", "BGEN_DATA_DIR", "BGEN_SCOPE", "DAGSTER_HOME")}
+    env["BGEN_PROJECT"] = str(project_file)
+    port = free_port()
+    log = tmp_path / "ui.log"
+    # `-o .venv/.installed`: never (re)install the environment from a test, even when
+    # pyproject.toml is newer than the stamp; the `ui` recipe itself runs unchanged.
+    command = ["make", "-o", ".venv/.installed", "ui", "HOST=127.0.0.1", f"PORT={port}"]
+    with log.open("wb") as out:
+        make = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    sid = make.pid  # start_new_session: make leads its own session and process group
+    try:
+        wait_until_serving(port, make, log)
+        check_asset_graph(port)
+        assert (project_file.parent / "state" / "dagster" / "dagster.yaml").is_file()
+
+        if stop == "sigterm_to_make":
+            make.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(sid, signal.SIGINT)
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+        left = session_processes(sid)
+        while left and time.monotonic() < deadline:
+            make.poll()  # reap make itself once it exits
+            time.sleep(0.25)
+            left = session_processes(sid)
+        assert make.poll() is not None, f"make still running after {SHUTDOWN_TIMEOUT} s:\n{log_tail(log)}"
+        assert not left, (f"still running {SHUTDOWN_TIMEOUT} s after {stop}:\n{describe(left)}\n"
+                          f"--- log ---\n{log_tail(log)}")
+    finally:
+        leftovers = session_processes(sid)
+        for proc in leftovers:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(leftovers, timeout=10)
+        if make.poll() is None:
+            make.kill()
+        make.wait(timeout=10)

@@ -1,0 +1,83 @@
+"""Materialising one user, re-running it, and what becomes stale after a change."""
+
+import gzip
+import shutil
+
+from dagster import AssetKey
+
+from bgen_assets.catalog import Catalog
+from bgen_assets.config import MODELS_DIR, load_project
+from bgen_assets.runs import Runner
+from conftest import project_instance, read_gz_lines, write_project
+
+SYNTHETIC = AssetKey(["tokyo", "synthetic_markov"])
+SEGMENTS = AssetKey(["tokyo", "weekly_segments"])
+
+
+def synthetic_rows(runner, user):
+    return runner.warehouse.query(
+        "SELECT count(*) AS n, sum(hash(t)::HUGEINT)::VARCHAR AS h FROM tokyo.synthetic_markov t WHERE user_id = ?", [user]
+    ).iloc[0].tolist()
+
+
+def test_single_user_materialises_exactly_that_user(built):
+    done = built.materialize_user("tokyo", "1004")
+    weeks = built.user_weeks("tokyo", "1004")
+    assert done == {"tokyo/weekly_segments": 1, "tokyo/synthetic_markov": len(weeks)}
+    materialised = built.instance.get_materialized_partitions(SYNTHETIC)
+    assert materialised and all(key.startswith("1004|") for key in materialised)
+    assert {f"1004|{week}" for week in weeks} <= materialised
+    assert built.instance.get_materialized_partitions(SEGMENTS) == {"1004"}
+    assert not built.instance.get_materialized_partitions(AssetKey(["ubiqlog", "synthetic_markov"]))
+    assert built.warehouse.query("SELECT DISTINCT user_id FROM tokyo.synthetic_markov")["user_id"].tolist() == ["1004"]
+
+    before = synthetic_rows(built, "1004")
+    assert before[0] > 0
+    assert built.materialize_user("tokyo", "1004") == {"tokyo/weekly_segments": 0, "tokyo/synthetic_markov": 0}
+    assert synthetic_rows(built, "1004") == before
+
+
+def test_a_change_to_one_users_raw_events_makes_only_that_user_stale(tmp_path, fixture_data):
+    data = tmp_path / "data"
+    shutil.copytree(fixture_data, data)
+    project = load_project(write_project(tmp_path, data))
+    with project_instance(tmp_path / "dagster") as instance:
+        runner = Runner.for_project(project, instance)
+        runner.build_shared()
+        split = runner.warehouse.query("SELECT * FROM tokyo.user_split ORDER BY user_id")
+        changed = split[split.role == "individual"].user_id.iloc[0]  # population users would change the fit
+        untouched = split[split.user_id != changed].user_id.iloc[0]
+        for user in (changed, untouched):
+            runner.materialize_user("tokyo", user)
+        untouched_rows = synthetic_rows(runner, untouched)
+
+        lines = read_gz_lines(data / "tokyo_checkins.csv.gz")
+        row = next(i for i, line in enumerate(lines) if line.startswith(f"{changed},"))
+        fields = lines[row].rstrip("\n").split(",")
+        fields[3], fields[4] = "Ramen Restaurant", "Food"
+        lines[row] = ",".join(fields) + "\n"
+        (data / "tokyo_checkins.csv.gz").write_bytes(gzip.compress("".join(lines).encode()))
+
+        runner.build_shared()
+        for user in (changed, untouched):
+            runner._materialize([SEGMENTS], partition_key=user)
+        weeks = {user: [f"{user}|{w}" for w in runner.user_weeks("tokyo", user)] for user in (changed, untouched)}
+        assert runner.stale_or_missing(SYNTHETIC, weeks[untouched]) == []
+        stale = runner.stale_or_missing(SYNTHETIC, weeks[changed])
+        assert stale == weeks[changed]
+
+        done = runner.materialize_user("tokyo", untouched)
+        assert done == {"tokyo/weekly_segments": 0, "tokyo/synthetic_markov": 0}
+        assert synthetic_rows(runner, untouched) == untouched_rows
+        assert runner.materialize_user("tokyo", changed)["tokyo/synthetic_markov"] == len(weeks[changed])
+
+
+def test_editing_one_sql_model_makes_only_that_model_stale(built, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, models)
+    (models / "ubiqlog" / "events.sql").write_text(
+        (models / "ubiqlog" / "events.sql").read_text().replace("SELECT", "SELECT DISTINCT", 1))
+    edited = Runner.for_project(built.project, built.instance, Catalog(built.project, models))
+    stale = {key.to_user_string() for key in edited.graph.get_all_asset_keys()
+             if not edited.graph.get(key).is_partitioned and edited.stale_or_missing(key, [None])}
+    assert stale == {"ubiqlog/events"}
