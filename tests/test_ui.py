@@ -128,6 +128,9 @@ def test_make_ui_serves_and_stops_cleanly(tmp_path, fixture_data, stop):
         wait_until_serving(port, make, log)
         check_asset_graph(port)
         assert (project_file.parent / "state" / "dagster" / "dagster.yaml").is_file()
+        running = session_processes(sid)  # the scan below sees make and `dagster dev` under it
+        assert sid in {p.pid for p in running} and any("dagster" in " ".join(p.cmdline()) for p in running), \
+            describe(running)
 
         if stop == "sigterm_to_make":
             make.send_signal(signal.SIGTERM)

@@ -30,6 +30,15 @@ def table_fingerprint(warehouse: Warehouse, relation: Relation) -> tuple[int, st
     return int(rows), hashlib.sha256(f"{rows}:{digest}".encode()).hexdigest()[:24]
 
 
+def declared_metadata(warehouse: Warehouse, relation: Relation, aggregates: dict[str, str]) -> dict:
+    """The schema file's named SQL aggregates, evaluated over the built table."""
+    if not aggregates:
+        return {}
+    select = ", ".join(f'{expression} AS "{name}"' for name, expression in aggregates.items())
+    values = warehouse.query(f"SELECT {select} FROM {relation.sql}").to_dict("records")[0]
+    return {name: (value.item() if hasattr(value, "item") else value) for name, value in values.items()}
+
+
 def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
     doc = catalog.table_doc(f"seeds/{relation.name}")
 
@@ -76,7 +85,10 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
             con.execute(f"CREATE OR REPLACE TABLE {relation.sql} AS {model.sql}")
             con.execute("COMMIT")
         rows, version = table_fingerprint(warehouse, relation)
-        return MaterializeResult(data_version=DataVersion(version), metadata={"dagster/row_count": rows})
+        return MaterializeResult(
+            data_version=DataVersion(version),
+            metadata={"dagster/row_count": rows, **declared_metadata(warehouse, relation, doc.get("metadata", {}))},
+        )
 
     return sql_model
 
