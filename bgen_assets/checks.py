@@ -38,17 +38,10 @@ def schema_check(catalog: Catalog, key: AssetKey, schema_name: str, blocking: bo
     return check
 
 
-def schema_name_of(key: AssetKey) -> str:
-    schema, table = key.path
-    if schema == "seeds":
-        return f"seeds/{table}"
-    return "synthetic_events" if table.startswith("synthetic_") else table
-
-
-def table_checks(catalog: Catalog, keys: list[AssetKey], leaves: set[AssetKey]) -> list[AssetChecksDefinition]:
-    checks = []
-    for key in keys:
-        name = schema_name_of(key)
-        if table_schema(catalog, name) is not None:
-            checks.append(schema_check(catalog, key, name, blocking=key not in leaves))
-    return checks
+def table_checks(catalog: Catalog, schema_names: dict[AssetKey, str], leaves: set[AssetKey]) -> list[AssetChecksDefinition]:
+    """A check for every table whose schema (`schema_names[key]`) models/schema.yml declares."""
+    return [
+        schema_check(catalog, key, name, blocking=key not in leaves)
+        for key, name in schema_names.items()
+        if table_schema(catalog, name) is not None
+    ]

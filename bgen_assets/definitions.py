@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from dagster import AssetsDefinition, BetaWarning, Definitions
+from dagster import AssetKey, AssetsDefinition, BetaWarning, Definitions
 
 from bgen_assets.assets.models import catalog_assets
 from bgen_assets.assets.raw import raw_assets
@@ -23,17 +23,22 @@ warnings.filterwarnings("ignore", category=BetaWarning)  # partition mappings an
 def build_definitions(project: Project, catalog: Catalog | None = None) -> Definitions:
     catalog = catalog or Catalog(project)
     assets = catalog_assets(catalog)
+    schema_names: dict[AssetKey, str] = {}  # table asset -> its entry in models/schema.yml
     for dataset in project.datasets:
         assets += raw_assets(project, dataset) + user_assets(project, dataset)
         for spec in load_generator_specs(catalog.models_dir / "generators"):
             assets += generator_assets(project, catalog, dataset, spec)
+            schema_names[AssetKey([dataset, f"{spec.name}_model"])] = f"{spec.kind}_model"
+            schema_names[AssetKey([dataset, f"synthetic_{spec.name}"])] = "synthetic_events"
     tables = [asset for asset in assets if isinstance(asset, AssetsDefinition)]  # not the observed source files
-    keys = [key for asset in tables for key in asset.keys]
+    for key in (key for asset in tables for key in asset.keys):
+        schema, name = key.path
+        schema_names.setdefault(key, f"seeds/{name}" if schema == "seeds" else name)
     upstream = {dep.asset_key for asset in tables for spec in asset.specs_by_key.values() for dep in spec.deps}
-    leaves = {key for key in keys if key not in upstream}
+    leaves = set(schema_names) - upstream
     return Definitions(
         assets=assets,
-        asset_checks=table_checks(catalog, keys, leaves),
+        asset_checks=table_checks(catalog, schema_names, leaves),
         resources={"warehouse": Warehouse(path=str(project.warehouse_path))},
     )
 

@@ -7,7 +7,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
+from dagster import AssetCheckSeverity, AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._time import get_current_datetime
@@ -61,13 +61,16 @@ class Runner:
 
     def _materialize(self, selection, **kwargs) -> None:
         result = materialize(
-            list(self.defs.assets), selection=selection, instance=self.instance,
+            [*self.defs.assets, *self.defs.asset_checks], selection=selection, instance=self.instance,
             resources=self.defs.resources, raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}, **kwargs,
         )
-        if not result.success:
-            failures = [_root_message(e.event_specific_data.error) for e in result.all_events
-                        if e.event_type_value == "STEP_FAILURE"]
+        failures = [_root_message(e.event_specific_data.error) for e in result.all_events
+                    if e.event_type_value == "STEP_FAILURE"]
+        failures += [f"check {c.asset_key.to_user_string()}:{c.check_name} failed, nothing was built from it: "
+                     f"{c.description}" for c in result.get_asset_check_evaluations()
+                     if not c.passed and c.severity == AssetCheckSeverity.ERROR]
+        if failures or not result.success:
             raise RunFailed("\n".join(failures) or f"run {result.run_id} failed")
 
     def build_shared(self) -> list[AssetKey]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import duckdb
-from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from bgen_assets.config import PROJECT_ROOT, load_project
-from bgen_assets.definitions import build_definitions
+from bgen_assets.runs import Runner
 from conftest import TOKYO_USERS, write_project
 
 BIN = Path(sys.executable).parent
@@ -43,14 +42,13 @@ def test_two_synthetic_partitions_in_parallel(tmp_path, fixture_data):
     env["DAGSTER_HOME"] = home
 
     # Upstream state, in-process on that same instance: shared assets and both users' weekly segments.
-    defs = build_definitions(project)
-    graph = defs.resolve_asset_graph()
-    partitioned = [key for key in graph.get_all_asset_keys() if graph.get(key).is_partitioned]
     with DagsterInstance.from_config(home) as instance:
-        build = partial(materialize, list(defs.assets), instance=instance, resources=defs.resources)
-        assert build(selection=AssetSelection.all() - AssetSelection.assets(*partitioned)).success
+        runner = Runner.for_project(project, instance)
+        runner.build_shared()
         for user in USERS:
-            assert build(selection=[AssetKey(["tokyo", "weekly_segments"])], partition_key=user).success
+            result = materialize(list(runner.defs.assets), selection=[AssetKey(["tokyo", "weekly_segments"])],
+                                 partition_key=user, instance=instance, resources=runner.defs.resources)
+            assert result.success
 
     with duckdb.connect(str(project.warehouse_path), read_only=True) as con:
         weeks = {user: con.execute("SELECT min(week) FROM tokyo.weekly_segments WHERE user_id = ?",
