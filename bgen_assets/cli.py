@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bgen_assets.config import ConfigError, project
+from bgen_assets.generators import load_generator_specs
 
 console = Console(width=130)
 
@@ -47,12 +48,14 @@ def cmd_demo(args) -> None:
     console.print("[bold]Shared assets[/bold] (raw sources, seeds, SQL models, profiles, fitted generators)")
     rebuilt = runner.build_shared()
     console.print(f"  outdated and rebuilt with their downstream: {', '.join(k.to_user_string() for k in rebuilt) or 'none'}")
-    for dataset in project().datasets:
-        selection = project().selection(dataset, args.scope)
-        chosen = selection.users or runner.instance.get_dynamic_partitions(f"{dataset}_users")
-        for user in chosen:
-            done = runner.materialize_user(dataset, user, max_weeks=selection.max_weeks_per_user)
-            console.print(f"  {dataset} user {user}: " + ", ".join(f"{k} {v}" for k, v in done.items()))
+    scope = args.scope or project().scope
+    for spec in load_generator_specs():
+        for dataset in project().datasets:
+            selection = spec.selection(scope, dataset, project().selection(dataset, scope))
+            chosen = selection.users or runner.instance.get_dynamic_partitions(f"{dataset}_users")
+            for user in chosen:
+                done = runner.materialize_user(dataset, user, spec.name, selection.max_weeks_per_user)
+                console.print(f"  {spec.name} {dataset} user {user}: " + ", ".join(f"{k} {v}" for k, v in done.items()))
     console.print(summary(runner, args.scope or project().scope))
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
 

@@ -7,7 +7,7 @@ import pandera.pandas as pa
 
 from bgen_assets.catalog import Catalog
 
-_DTYPES = {"str": pa.String, "int": pa.Int64, "float": pa.Float64, "datetime": pa.DateTime, "date": pa.Date}
+_DTYPES = {"bool": pa.Bool, "str": pa.String, "int": pa.Int64, "float": pa.Float64, "datetime": pa.DateTime, "date": pa.Date}
 
 
 def _column(spec: dict) -> pa.Column:

@@ -66,20 +66,20 @@ class Warehouse(ConfigurableResource):
             con.execute("COMMIT")
 
     def replace_partitions(
-        self, schema: str, table: str, frame: pd.DataFrame, partitions: Sequence[dict[str, str]]
+        self, schema: str, frames: dict[str, pd.DataFrame], partitions: Sequence[dict[str, str]]
     ) -> None:
-        """Replace the rows of the given partitions (column -> value) in one transaction."""
+        """Replace the rows of the given partitions (column -> value) in each table, in one transaction."""
         with self.connect() as con:
             con.execute("BEGIN")
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            con.register("incoming", frame)
-            con.execute(
-                f"CREATE TABLE IF NOT EXISTS {quoted(schema, table)} AS SELECT * FROM incoming LIMIT 0"
-            )
-            for where in partitions:
-                condition = " AND ".join(f'"{column}" = ?' for column in where)
-                con.execute(f"DELETE FROM {quoted(schema, table)} WHERE {condition}", list(where.values()))
-            con.execute(f"INSERT INTO {quoted(schema, table)} SELECT * FROM incoming")
+            for table, frame in frames.items():
+                con.register("incoming", frame)
+                con.execute(f"CREATE TABLE IF NOT EXISTS {quoted(schema, table)} AS SELECT * FROM incoming LIMIT 0")
+                for where in partitions:
+                    condition = " AND ".join(f'"{column}" = ?' for column in where)
+                    con.execute(f"DELETE FROM {quoted(schema, table)} WHERE {condition}", list(where.values()))
+                con.execute(f"INSERT INTO {quoted(schema, table)} SELECT * FROM incoming")
+                con.unregister("incoming")
             con.execute("COMMIT")
 
 

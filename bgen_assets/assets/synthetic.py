@@ -6,7 +6,6 @@ population users. Partition (u, w) holds the week generated from user u's real w
 import hashlib
 import time
 
-import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -22,7 +21,9 @@ from dagster import (
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import Project
-from bgen_assets.generators import GeneratorSpec, generator_kind
+from bgen_assets.assets.users import PROFILE_ATTRIBUTES
+from bgen_assets.generators import GenerationContext, GeneratorSpec, WeekTask, generator_kind
+from bgen_assets.llm import EventVocabulary
 from bgen_assets.partitions import USER, WEEK, user_weeks
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
@@ -65,12 +66,55 @@ def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDe
     return fitted
 
 
+LOG_DEFAULTS = {"pass_at_1": False, "attempts": 0, "llm_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
+                "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,
+                "latency_s": 0.0, "transport_retries": 0, "errors": ""}
+
+
+def generation_context(project: Project, dataset: str, warehouse: Warehouse) -> GenerationContext:
+    pairs = warehouse.query(f'SELECT location, intent, events FROM "{dataset}".vocabulary ORDER BY events DESC')
+    intents_by_location = {location: tuple(group["intent"]) for location, group in pairs.groupby("location", sort=False)}
+    return GenerationContext(
+        dataset=dataset,
+        description=project.datasets[dataset].description,
+        slot_minutes=project.slot_minutes,
+        vocabulary=EventVocabulary(intents_by_location),
+        popular_locations=list(dict.fromkeys(pairs["location"]))[:8],
+        state_dir=project.home,
+    )
+
+
+def accounting(log: pd.DataFrame, prices: dict) -> dict:
+    """Run totals of the generation log, as asset metadata."""
+    generated = log[log["attempts"] > 0]
+    totals = {
+        "user_weeks": len(log),
+        "failed_weeks": int((log["status"] == "failed").sum()),
+        "requests": int(generated["attempts"].sum()),
+        "llm_calls": int(log["llm_calls"].sum()),
+        "cache_hits": int(log["cache_hits"].sum()),
+        "prompt_tokens": int(log["prompt_tokens"].sum()),
+        "completion_tokens": int(log["completion_tokens"].sum()),
+        "transport_retries": int(log["transport_retries"].sum()),
+        "llm_seconds": round(float(log["latency_s"].sum()), 2),
+    }
+    if len(generated):
+        totals["pass_at_1"] = round(float(generated["pass_at_1"].mean()), 4)
+        totals["valid_after_repair"] = round(float((generated["status"] == "ok").mean()), 4)
+        cost = (log["billed_prompt_tokens"].sum() * prices.get("input_per_million", 0.0)
+                + log["billed_completion_tokens"].sum() * prices.get("output_per_million", 0.0)) / 1e6
+        totals["estimated_cost_usd"] = round(float(cost), 6)
+    return totals
+
+
 def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
     kind = generator_kind(spec.kind)
     table_name = f"synthetic_{spec.name}"
     schema = table_schema(catalog, "synthetic_events")
-    deps = [AssetDep(AssetKey([dataset, "weekly_segments"]),
-                     partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER))]
+    log_schema = table_schema(catalog, "generation_log")
+    deps = [AssetDep(AssetKey([dataset, "weekly_segments"]),  # its data version covers the user's profile too
+                     partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER)),
+            AssetDep(AssetKey([dataset, "vocabulary"]))]
     if kind.NEEDS_FIT:
         deps.append(AssetDep(AssetKey([dataset, f"{spec.name}_model"])))
 
@@ -82,45 +126,54 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         group_name=SYNTHETIC_GROUP,
         pool=DUCKDB_POOL,
         description=f"Synthetic events from generator `{spec.name}` ({spec.kind}); partition (user, week) "
-        f"is the week generated from that user's real week. {spec.description}",
-        code_version=f"{spec.kind}-1-{hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]}",
+        f"is the week generated from that user's real week. Per user-week accounting in "
+        f"`{dataset}.{table_name}_log`. {spec.description}",
+        code_version=f"{spec.kind}-2-{hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]}",
         kinds={"duckdb", "python"},
     )
     def synthetic(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         keys = [user_weeks(dataset).get_partition_key_from_str(key).keys_by_dimension for key in context.partition_keys]
         requested = [(key[USER], key[WEEK]) for key in keys]
         model = kind.from_table(warehouse.query(f'SELECT * FROM "{dataset}"."{spec.name}_model"')) if kind.NEEDS_FIT else None
-        histories = warehouse.query(
-            f'SELECT * FROM "{dataset}".weekly_segments WHERE list_contains(?, user_id) ORDER BY user_id, ts',
-            [sorted({user for user, _ in requested})],
-        )
-        by_user = dict(tuple(histories.groupby("user_id")))
-        frames, skipped = [], 0
+        users = sorted({user for user, _ in requested})
+        histories = dict(tuple(warehouse.query(
+            f'SELECT * FROM "{dataset}".weekly_segments WHERE list_contains(?, user_id) ORDER BY user_id, ts', [users]
+        ).groupby("user_id")))
+        profiles = warehouse.query(
+            f'SELECT * FROM "{dataset}".profiles WHERE list_contains(?, user_id)', [users]
+        ).set_index("user_id")[list(PROFILE_ATTRIBUTES)].to_dict("index")
+        tasks = [
+            WeekTask(user, week, histories[user][histories[user]["week"] <= week], profiles.get(user, {}),
+                     stable_seed(spec.seed, dataset, user, week))
+            for user, week in requested
+            if user in histories and (histories[user]["week"] == week).any()  # else nothing to condition on
+        ]
         started = time.perf_counter()
-        for user, week in requested:
-            history = by_user.get(user)
-            if history is None or not (history["week"] == week).any():
-                skipped += 1  # the user has no real events that week: nothing to condition on
-                continue
-            rng = np.random.default_rng(stable_seed(spec.seed, dataset, user, week))
-            week_events = kind.generate(model, history[history["week"] <= week], week, spec.params, rng, project.slot_minutes)
-            frames.append(week_events.assign(
-                user_id=user, week=week,
-                target_week=(pd.Timestamp(week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d"),
-                generator=spec.name,
-            ))
+        results = kind.generate_weeks(model, tasks, spec, generation_context(project, dataset, warehouse)) if tasks else []
+        seconds = time.perf_counter() - started
+        frames = [result.events.assign(
+            user_id=task.user, week=task.week,
+            target_week=(pd.Timestamp(task.week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d"), generator=spec.name,
+        ) for task, result in zip(tasks, results) if result.status == "ok"]
         generated = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(schema.columns))
         generated = validate(schema, generated[list(schema.columns)])
-        warehouse.replace_partitions(dataset, table_name, generated,
-                                     [{"user_id": user, "week": week} for user, week in requested])
+        log = pd.DataFrame([
+            {"user_id": task.user, "week": task.week, "generator": spec.name, "status": result.status,
+             "n_events": len(result.events), **LOG_DEFAULTS, **result.log}
+            for task, result in zip(tasks, results)
+        ], columns=list(log_schema.columns))
+        log = validate(log_schema, log)
+        partitions = [{"user_id": user, "week": week} for user, week in requested]
+        warehouse.replace_partitions(dataset, {table_name: generated, f"{table_name}_log": log}, partitions)
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(generated)),
             metadata={
                 "dagster/row_count": len(generated),
                 "partitions": len(requested),
-                "partitions_without_real_week": skipped,
-                "generate_seconds": round(time.perf_counter() - started, 3),
-                "events_per_week": round(len(generated) / max(len(requested) - skipped, 1), 2),
+                "partitions_without_real_week": len(requested) - len(tasks),
+                "generate_seconds": round(seconds, 3),
+                "events_per_week": round(len(generated) / max(len(tasks), 1), 2),
+                **accounting(log, spec.params.get("prices", {})),
             },
         )
 

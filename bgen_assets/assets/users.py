@@ -131,7 +131,7 @@ def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
             f'SELECT p.*, s.role FROM "{dataset}".profiles p JOIN "{dataset}".user_split s USING (user_id) '
             "WHERE user_id = ?", [user],
         )
-        warehouse.replace_partitions(dataset, "weekly_segments", segments, [{"user_id": user}])
+        warehouse.replace_partitions(dataset, {"weekly_segments": segments}, [{"user_id": user}])
         version = frame_fingerprint(segments) + frame_fingerprint(context_rows)[:8]
         return MaterializeResult(
             data_version=DataVersion(version),

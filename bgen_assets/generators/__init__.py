@@ -1,29 +1,55 @@
 """Generator declarations (`models/generators/*.yml`) and the generator kinds that run them.
 
-A generator kind implements `fit(population_events, params) -> model table` (or needs no
-fit) and `generate(model, history, week, params, rng, slot_minutes) -> events of the week
-after `week``, where `history` holds only the user's real events up to and including `week`.
+A kind is a module with:
+  NEEDS_FIT: bool, and when true `fit(population_events, params, slot_minutes) -> table` and
+             `from_table(table) -> model` (the fitted model is the asset `DS/NAME_model`);
+  validate_params(params) -> params, raising ValueError on a bad declaration;
+  generate_weeks(model, tasks, spec, context) -> one WeekResult per WeekTask.
+A task's history holds only the user's real events up to and including its week, so no
+generator can see a user's later (validation or test) data.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bgen_assets.config import MODELS_DIR, ConfigError
+from bgen_assets.config import MODELS_DIR, ConfigError, ScopeSelection
+from bgen_assets.llm import EventVocabulary
+
+KINDS = {"markov": "bgen_assets.generators.markov", "llm": "bgen_assets.generators.behaviorgen"}
+
+
+def generator_kind(kind: str):
+    return import_module(KINDS[kind])
 
 
 class GeneratorSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    kind: Literal["markov"]
+    kind: str
     description: str = ""
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
+    scope: dict[str, dict[str, ScopeSelection]] = Field(
+        default_factory=dict, description="per project scope: the users/weeks this variant generates")
+
+    @model_validator(mode="after")
+    def _known_kind_and_params(self) -> GeneratorSpec:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {sorted(KINDS)}")
+        generator_kind(self.kind).validate_params(self.params)
+        return self
+
+    def selection(self, scope: str, dataset: str, default: ScopeSelection) -> ScopeSelection:
+        return self.scope.get(scope, {}).get(dataset, default)
 
 
 def load_generator_specs(folder: Path = MODELS_DIR / "generators") -> list[GeneratorSpec]:
@@ -37,7 +63,27 @@ def load_generator_specs(folder: Path = MODELS_DIR / "generators") -> list[Gener
     return specs
 
 
-def generator_kind(kind: str):
-    from bgen_assets.generators import markov
+@dataclass
+class WeekTask:
+    user: str
+    week: str                  # the conditioning real week (its Monday, YYYY-MM-DD)
+    history: pd.DataFrame      # the user's real events up to and including `week`
+    profile: dict[str, str]
+    seed: list[int]
 
-    return {"markov": markov}[kind]
+
+@dataclass
+class WeekResult:
+    events: pd.DataFrame       # ts, weekday, time_slot, location, intent of the generated week
+    status: str = "ok"         # ok | failed (kept out of the events table, recorded in the log)
+    log: dict = field(default_factory=dict)
+
+
+@dataclass
+class GenerationContext:
+    dataset: str
+    description: str
+    slot_minutes: int
+    vocabulary: EventVocabulary
+    popular_locations: list[str]   # most frequent locations of the dataset, for prompt examples
+    state_dir: Path

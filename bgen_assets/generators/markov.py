@@ -28,6 +28,15 @@ class Counts:
     time_of_week: Counter            # weekday * slots_per_day + time_slot -> count
 
 
+def validate_params(params: dict) -> dict:
+    unknown = set(params) - {"order", "user_weight"}
+    if unknown:
+        raise ValueError(f"unknown markov params {sorted(unknown)}")
+    if int(params.get("order", 2)) < 0 or float(params.get("user_weight", 4.0)) < 0:
+        raise ValueError("order and user_weight must be >= 0")
+    return params
+
+
 def tokens_of(events: pd.DataFrame) -> list[str]:
     return (events["location"] + TOKEN_SEP + events["intent"]).tolist()
 
@@ -131,3 +140,13 @@ def generate(
         "location": list(location),
         "intent": list(intent),
     })
+
+
+def generate_weeks(model: Counts, tasks, spec, context) -> list:
+    from bgen_assets.generators import WeekResult
+
+    return [
+        WeekResult(generate(model, task.history, task.week, spec.params,
+                            np.random.default_rng(task.seed), context.slot_minutes))
+        for task in tasks
+    ]

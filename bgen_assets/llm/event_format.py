@@ -1,0 +1,116 @@
+"""The strict output format of a generated week and its parser.
+
+One event per line, as the paper's `[weekday, timestamp, location, intent]`:
+
+    [2, 14:30, Convenience Store, Shop & Service]
+
+weekday 0 (Monday) .. 6, time HH:MM (24 h) within that day of the target week, location and
+intent from the dataset's vocabulary (the intent one that location allows). Structured-output
+endpoints get the same content as JSON (`{"events": [[2, "14:30", "...", "..."], ...]}`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from bgen_assets.llm import EventVocabulary
+
+LINE = re.compile(r"^\[\s*(?P<weekday>-?\d+)\s*,\s*(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*,\s*(?P<location>[^,\[\]]+?)\s*,\s*(?P<intent>[^,\[\]]+?)\s*\]$")
+
+
+def render_line(weekday: int, ts: pd.Timestamp, location: str, intent: str) -> str:
+    return f"[{weekday}, {ts:%H:%M}, {location}, {intent}]"
+
+
+def render_events(events: pd.DataFrame) -> str:
+    return "\n".join(render_line(r.weekday, r.ts, r.location, r.intent) for r in events.itertuples())
+
+
+def render_json_objects(events: pd.DataFrame) -> str:
+    """The naive alternative the benchmark compares against: one JSON object per event."""
+    return json.dumps({"events": [
+        {"weekday": int(r.weekday), "time": f"{r.ts:%H:%M}", "location": r.location, "intent": r.intent}
+        for r in events.itertuples()
+    ]})
+
+
+def json_schema(vocabulary: EventVocabulary) -> dict:
+    """JSON schema of a week for endpoints with structured output (events as 4-tuples)."""
+    return {
+        "type": "object",
+        "properties": {"events": {"type": "array", "minItems": 1, "items": {
+            "type": "array", "minItems": 4, "maxItems": 4,
+            "prefixItems": [
+                {"type": "integer", "minimum": 0, "maximum": 6},
+                {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                {"type": "string", "enum": vocabulary.locations},
+                {"type": "string", "enum": vocabulary.intents},
+            ],
+        }}},
+        "required": ["events"],
+        "additionalProperties": False,
+    }
+
+
+@dataclass
+class ParsedWeek:
+    events: pd.DataFrame                      # weekday, minute_of_day, location, intent (valid lines only)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors and len(self.events) > 0
+
+
+def _lines_of(text: str) -> list[str]:
+    """Event lines from plain text, or from the JSON form (structured output)."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            rows = json.loads(stripped)["events"]
+            return [f"[{r[0]}, {r[1]}, {r[2]}, {r[3]}]" for r in rows]
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return [f"<unparsable JSON answer: {exc}>"]
+    return [line.strip() for line in stripped.splitlines() if line.strip()]
+
+
+def parse_week(text: str, vocabulary: EventVocabulary) -> ParsedWeek:
+    """Every line must be a valid event; errors name the line. Events come back sorted by time."""
+    rows, errors = [], []
+    for number, line in enumerate(_lines_of(text), start=1):
+        match = LINE.match(line)
+        if not match:
+            errors.append(f"line {number}: not of the form [weekday, HH:MM, location, intent]: {line[:80]!r}")
+            continue
+        weekday, hour, minute = int(match["weekday"]), int(match["hour"]), int(match["minute"])
+        location, intent = match["location"], match["intent"]
+        if not 0 <= weekday <= 6:
+            errors.append(f"line {number}: weekday {weekday} is not in 0-6")
+        elif hour > 23 or minute > 59:
+            errors.append(f"line {number}: {hour:02d}:{minute:02d} is not a time of day")
+        elif location not in vocabulary.intents_by_location:
+            errors.append(f"line {number}: unknown location {location!r}")
+        elif intent not in vocabulary.intents_by_location[location]:
+            errors.append(f"line {number}: intent {intent!r} is not one of {location!r}'s")
+        else:
+            rows.append((weekday, hour * 60 + minute, location, intent))
+    if not rows and not errors:
+        errors.append("no events")
+    events = pd.DataFrame(rows, columns=["weekday", "minute_of_day", "location", "intent"])
+    return ParsedWeek(events.sort_values(["weekday", "minute_of_day"], kind="stable", ignore_index=True), errors)
+
+
+def to_events(parsed: pd.DataFrame, target_monday: pd.Timestamp, slot_minutes: int) -> pd.DataFrame:
+    """Parsed lines as synthetic events of the week starting `target_monday`."""
+    minutes = parsed["weekday"].astype("int64") * 1440 + parsed["minute_of_day"].astype("int64")
+    return pd.DataFrame({
+        "ts": target_monday + pd.to_timedelta(minutes, unit="min"),
+        "weekday": parsed["weekday"].astype("int64"),
+        "time_slot": (parsed["minute_of_day"] // slot_minutes).astype("int64"),
+        "location": parsed["location"],
+        "intent": parsed["intent"],
+    })
