@@ -27,18 +27,24 @@ def _runner():
 
 def summary(runner, scope: str) -> Table:
     table = Table(title=f"bgen warehouse ({project().warehouse_path}), scope {scope}")
-    for column in ("dataset", "events", "users", "user-weeks", "synthetic table", "synthetic events", "synthetic user-weeks"):
-        table.add_column(column, justify="right" if column not in ("dataset", "synthetic table") else "left")
+    columns = ("dataset", "events", "users", "user-weeks", "synthetic table", "synthetic events",
+               "synthetic user-weeks", "pass@1", "failed weeks")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("dataset", "synthetic table") else "right")
     for dataset in project().datasets:
         events, n_users, n_weeks = runner.warehouse.query(
             f"SELECT count(*), count(DISTINCT user_id), count(DISTINCT (user_id, date_trunc('week', ts))) "
             f'FROM "{dataset}".events'
         ).iloc[0]
         for key in runner.synthetic_keys(dataset, None):
-            rows, weeks = runner.warehouse.query(
-                f'SELECT count(*), count(DISTINCT (user_id, week)) FROM "{dataset}"."{key.path[1]}"'
+            name = key.path[1]
+            rows = runner.warehouse.query(f'SELECT count(*) FROM "{dataset}"."{name}"').iloc[0, 0]
+            weeks, pass_at_1, failed = runner.warehouse.query(
+                f"SELECT count(*), avg(CASE WHEN attempts > 0 THEN pass_at_1::INT END), "
+                f"count(*) FILTER (WHERE status = 'failed') FROM \"{dataset}\".\"{name}_log\""
             ).iloc[0]
-            table.add_row(dataset, f"{events:,}", f"{n_users:,}", f"{n_weeks:,}", key.path[1], f"{rows:,}", f"{weeks:,}")
+            table.add_row(dataset, f"{events:,}", f"{n_users:,}", f"{n_weeks:,}", name, f"{rows:,}", f"{weeks:,}",
+                          "-" if pass_at_1 != pass_at_1 or pass_at_1 is None else f"{pass_at_1:.0%}", f"{failed:,}")
     return table
 
 
@@ -52,7 +58,9 @@ def cmd_demo(args) -> None:
     for spec in load_generator_specs():
         for dataset in project().datasets:
             selection = spec.selection(scope, dataset, project().selection(dataset, scope))
-            chosen = selection.users or runner.instance.get_dynamic_partitions(f"{dataset}_users")
+            chosen = selection.users
+            if chosen is None:
+                chosen = runner.instance.get_dynamic_partitions(f"{dataset}_users")
             for user in chosen:
                 done = runner.materialize_user(dataset, user, spec.name, selection.max_weeks_per_user)
                 console.print(f"  {spec.name} {dataset} user {user}: " + ", ".join(f"{k} {v}" for k, v in done.items()))

@@ -28,7 +28,8 @@ def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
             synthetic = con.execute(f"SELECT count(*) FROM {dataset}.synthetic_markov").fetchall()[0][0]
             assert synthetic_users == set(selection.users)
             assert synthetic > 0
-            row = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"│ {dataset}"))
+            row = next(line for line in result.stdout.splitlines()
+                       if line.strip().startswith(f"│ {dataset}") and "synthetic_markov" in line)
             assert f"{events:,}" in row and f"{synthetic:,}" in row and f" {users} " in row
     # a second demo run finds everything up to date
     again = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)

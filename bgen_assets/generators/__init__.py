@@ -39,7 +39,7 @@ class GeneratorSpec(BaseModel):
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
     scope: dict[str, dict[str, ScopeSelection]] = Field(
-        default_factory=dict, description="per project scope: the users/weeks this variant generates")
+        default_factory=dict, description="per project scope and dataset: the users/weeks this variant generates")
 
     @model_validator(mode="after")
     def _known_kind_and_params(self) -> GeneratorSpec:
@@ -48,8 +48,15 @@ class GeneratorSpec(BaseModel):
         generator_kind(self.kind).validate_params(self.params)
         return self
 
-    def selection(self, scope: str, dataset: str, default: ScopeSelection) -> ScopeSelection:
-        return self.scope.get(scope, {}).get(dataset, default)
+    def selection(self, scope: str, dataset: str, project_selection: ScopeSelection) -> ScopeSelection:
+        """This variant's users and weeks: its own declaration narrowed to the project's scope."""
+        own = self.scope.get(scope, {}).get(dataset)
+        if own is None:
+            return project_selection
+        users = own.users if project_selection.users is None else [
+            u for u in (own.users or project_selection.users) if u in project_selection.users]
+        weeks = [w for w in (own.max_weeks_per_user, project_selection.max_weeks_per_user) if w is not None]
+        return ScopeSelection(users=users, max_weeks_per_user=min(weeks) if weeks else None)
 
 
 def load_generator_specs(folder: Path = MODELS_DIR / "generators") -> list[GeneratorSpec]:

@@ -29,8 +29,8 @@ def request_key(backend: str, model: str, request: LLMRequest) -> str:
 class CachedBackend:
     """Wraps a backend: answers from the cache where it can, calls the backend for the rest."""
 
-    def __init__(self, backend: Backend, folder: Path):
-        self.backend, self.folder = backend, folder
+    def __init__(self, backend: Backend, folder: Path, chunk: int = 32):
+        self.backend, self.folder, self.chunk = backend, folder, chunk
         self.name, self.model = backend.name, backend.model
         self.calls = 0
 
@@ -55,10 +55,11 @@ class CachedBackend:
         keys = [request_key(self.name, self.model, request) for request in requests]
         answers = [self._load(key) for key in keys]
         missing = [i for i, answer in enumerate(answers) if answer is None]
-        if missing:
-            fresh = self.backend.complete([requests[i] for i in missing])
-            self.calls += len(missing)
-            for i, response in zip(missing, fresh):
+        for start in range(0, len(missing), self.chunk):  # store as we go: a killed run resumes from here
+            chunk = missing[start:start + self.chunk]
+            fresh = self.backend.complete([requests[i] for i in chunk])
+            self.calls += len(chunk)
+            for i, response in zip(chunk, fresh):
                 answers[i] = response
                 if response.error is None:  # failures are retried next time, not remembered
                     self._store(keys[i], response)

@@ -2,7 +2,8 @@
 
 It answers `POST /v1/chat/completions` by copying every line of the LAST user message that is
 an event line (`event_format.LINE`), so a prompt that contains a real week gets that week back,
-valid: as plain lines, or as `{"events": [[d, "HH:MM", location, intent], ...]}` when the
+valid (a last user message without event lines -- a repair turn -- is answered from the latest
+user message that has some): as plain lines, or as `{"events": [[d, "HH:MM", location, intent], ...]}` when the
 request asks for a `json_schema` response_format. `GET /v1/models` lists one model and
 `GET /stats` counts requests and the faults served (`DELETE /stats` resets the counts).
 
@@ -17,7 +18,9 @@ applies wins:
 3. `faults=[...]` -- applied cyclically over all chat requests in arrival order;
 4. otherwise `ok`.
 
-A prompt is identified by its whole message list; attempts are counted per prompt.
+A prompt is identified by its whole message list; attempts are counted per prompt. A repair
+conversation (the first prompt + the bad answer + "fix it") is a new prompt whose last user
+message has no directive, so a content fault given by directive happens once, then is fixed.
 
 Fault names:
 
@@ -32,6 +35,8 @@ Fault names:
     garbage       HTTP 200, content that is not event lines (content-level malformed)
     reject_format HTTP 400 "response_format is not supported" (also: `reject_response_format=True`
                   rejects every request that carries a response_format)
+    401           HTTP 401 whose message quotes the bearer token verbatim (a careless server),
+                  to check that clients keep keys out of their own messages
 
     with serve(latency_s=0.2, per_prompt=["429@0.1"]) as base_url:   # http://127.0.0.1:PORT/v1
         ...
@@ -49,15 +54,15 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 from bgen_assets.llm.event_format import LINE
 
 FAULTS = ("ok", "429", "500", "502", "503", "timeout", "malformed", "bad_shape", "truncated",
-          "garbage", "reject_format")
-DIRECTIVE = re.compile(r"#faults:\s*(?P<faults>[\w@.,\s]*)")
+          "garbage", "reject_format", "401")
+DIRECTIVE = re.compile(r"#faults:[ \t]*(?P<faults>[\w@., \t]*)")
 MODEL_ID = "loopback-echo"
 
 
@@ -127,18 +132,26 @@ class LoopbackState:
         return "ok"
 
 
-def _last_user(messages: list) -> str:
+def _user_texts(messages: list) -> list[str]:
+    """The user messages' text, last first."""
+    texts = []
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):  # content parts
-                return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return content if isinstance(content, str) else ""
-    return ""
+                content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+            texts.append(content if isinstance(content, str) else "")
+    return texts
 
 
-def _answer(last_user: str, as_json: bool) -> str:
-    lines = [line.strip() for line in last_user.splitlines() if LINE.match(line.strip())]
+def _event_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if LINE.match(line.strip())]
+
+
+def _answer(messages: list, as_json: bool) -> str:
+    """The event lines of the last user message; if it has none (a repair turn: "your answer had
+    these errors, write the week again"), those of the latest user message that has some."""
+    lines = next((found for found in map(_event_lines, _user_texts(messages)) if found), [])
     if not as_json:
         return "\n".join(lines)
     events = []
@@ -198,14 +211,18 @@ def create_app(state: LoopbackState):
             body = json.loads(await request.body())
             messages = body["messages"]
             assert isinstance(messages, list)
-        except Exception:
+        except Exception:  # noqa: BLE001  (any unreadable body is the client's error)
             return error(400, "request body must be JSON with a `messages` list", "invalid_request_error")
         response_format = body.get("response_format")
         if response_format:
             with state.lock:
                 state.with_response_format += 1
-        last_user = _last_user(messages)
-        fault = state.choose(messages, last_user)
+        texts = _user_texts(messages)
+        last_user = texts[0] if texts else ""
+        try:
+            fault = state.choose(messages, last_user)
+        except ValueError as exc:  # a bad `#faults:` directive
+            return error(400, str(exc), "invalid_request_error")
         if state.reject_response_format and response_format:
             fault = "reject_format"
         name, _, arg = fault.partition("@")
@@ -222,6 +239,9 @@ def create_app(state: LoopbackState):
         if name in ("500", "502", "503"):
             return error(int(name), f"Server error {name} (loopback fault)", "server_error",
                          {"Retry-After": arg} if arg else None)
+        if name == "401":
+            token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            return error(401, f"Incorrect API key provided: {token}. (loopback fault)", "invalid_request_error")
         if name == "reject_format":
             return error(400, "response_format is not supported by this server (loopback fault)",
                          "invalid_request_error")
@@ -238,7 +258,7 @@ def create_app(state: LoopbackState):
                 await asyncio.sleep(0.05)
 
         as_json = bool(response_format and response_format.get("type") == "json_schema")
-        text, finish = _answer(last_user, as_json), "stop"
+        text, finish = _answer(messages, as_json), "stop"
         if name == "truncated":
             text, finish = _cut_mid_line(text), "length"
         elif name == "garbage":
@@ -281,18 +301,31 @@ def _uvicorn_server(state: LoopbackState):
     return uvicorn.Server(config)
 
 
+def _bound_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    return sock
+
+
 @contextmanager
 def serve(*, latency_s: float = 0.0, faults: Sequence[str] = (), per_prompt: Sequence[str] = (),
           directives: bool = True, retry_after_s: float | None = None, hang_s: float = 60.0,
-          reject_response_format: bool = False, port: int = 0) -> Iterator[str]:
-    """Run the server on 127.0.0.1 in a background thread; yields `http://127.0.0.1:PORT/v1`."""
-    state = make_state(latency_s=latency_s, faults=faults, per_prompt=per_prompt, directives=directives,
-                       retry_after_s=retry_after_s, hang_s=hang_s,
-                       reject_response_format=reject_response_format)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(4096)
+          reject_response_format: bool = False, port: int = 0, process: bool = False) -> Iterator[str]:
+    """Run the server on 127.0.0.1 (a free port unless `port`); yields `http://127.0.0.1:PORT/v1`.
+
+    By default it runs in a background thread of this process. `process=True` runs it in a
+    child process instead, so that its CPU work does not share this interpreter's GIL with the
+    client under test (what a benchmark of the client wants)."""
+    options = {"latency_s": latency_s, "faults": faults, "per_prompt": per_prompt, "directives": directives,
+               "retry_after_s": retry_after_s, "hang_s": hang_s, "reject_response_format": reject_response_format}
+    if process:
+        with _serve_process(port=port, **options) as url:
+            yield url
+        return
+    state = make_state(**options)
+    sock = _bound_socket("127.0.0.1", port)
     server = _uvicorn_server(state)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="loopback-llm", daemon=True)
     thread.start()
@@ -309,33 +342,70 @@ def serve(*, latency_s: float = 0.0, faults: Sequence[str] = (), per_prompt: Seq
         sock.close()
 
 
+@contextmanager
+def _serve_process(*, port: int, latency_s, faults, per_prompt, directives, retry_after_s, hang_s,
+                   reject_response_format) -> Iterator[str]:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "bgen_assets.llm.loopback_server", "--port", str(port),
+               "--latency", repr(float(latency_s)), "--hang", repr(float(hang_s)),
+               "--faults", ",".join(faults), "--per-prompt", ",".join(per_prompt)]
+    if retry_after_s is not None:
+        command += ["--retry-after", repr(float(retry_after_s))]
+    if reject_response_format:
+        command.append("--reject-response-format")
+    if not directives:
+        command.append("--no-directives")
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()          # "loopback LLM server on http://127.0.0.1:PORT/v1 ..."
+        match = re.search(r"(http://\S+/v1)", line)
+        if not match:
+            raise RuntimeError(f"the loopback LLM server process did not start: {line!r}")
+        yield match[1]
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
 def stats(base_url: str) -> dict:
     """`GET /stats` of a loopback server, given its `.../v1` base URL."""
-    import httpx
+    import urllib.request
 
-    return httpx.get(base_url.rstrip("/").removesuffix("/v1") + "/stats", timeout=10).json()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never via a proxy
+    with opener.open(base_url.rstrip("/").removesuffix("/v1") + "/stats", timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="0: a free port (printed)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--faults", default="", help="comma list applied cyclically, e.g. ok,429@0.5,500")
     parser.add_argument("--per-prompt", default="", help="comma list: attempt k of each prompt")
+    parser.add_argument("--no-directives", action="store_true", help="ignore `#faults:` in prompts")
     parser.add_argument("--retry-after", type=float, default=None)
     parser.add_argument("--hang", type=float, default=60.0, help="seconds a `timeout` fault hangs")
     parser.add_argument("--reject-response-format", action="store_true")
     args = parser.parse_args(argv)
-    split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
-    state = make_state(latency_s=args.latency, faults=split(args.faults), per_prompt=split(args.per_prompt),
-                       retry_after_s=args.retry_after, hang_s=args.hang,
+    state = make_state(latency_s=args.latency, faults=_split(args.faults), per_prompt=_split(args.per_prompt),
+                       directives=not args.no_directives, retry_after_s=args.retry_after, hang_s=args.hang,
                        reject_response_format=args.reject_response_format)
-    import uvicorn
-
-    print(f"loopback LLM server on http://{args.host}:{args.port}/v1 (model {MODEL_ID!r})", flush=True)
-    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning", access_log=False,
-                lifespan="off", timeout_graceful_shutdown=1)
+    sock = _bound_socket(args.host, args.port)
+    print(f"loopback LLM server on http://{args.host}:{sock.getsockname()[1]}/v1 (model {MODEL_ID!r})",
+          flush=True)
+    _uvicorn_server(state).run(sockets=[sock])
 
 
 if __name__ == "__main__":
