@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test ui user
+.PHONY: setup demo test ui user bench
 
 setup: $(STAMP)
 
@@ -35,3 +35,7 @@ ui: setup
 # make user DATASET=tokyo USER_ID=1004: one user's partitions, all weeks.
 user: setup
 	$(BIN)/bgen user $(DATASET) $(USER_ID)
+
+# Measured figures (client throughput, tokens per event, SmolLM2 Pass@1 ...) into $$BGEN_HOME/bench/results.json.
+bench: setup
+	$(BIN)/python -m bgen_assets.bench $(if $(ONLY),--only $(ONLY))

@@ -103,6 +103,14 @@ class Runner:
                 if key.path[0] == dataset and key.path[1].startswith("synthetic_")
                 and (generator is None or key.path[1] == f"synthetic_{generator}")]
 
+    def materialize_segments(self, dataset: str, user: str) -> int:
+        """The user's weekly segments partition, if stale or missing; returns 1 if it ran."""
+        segments = AssetKey([dataset, "weekly_segments"])
+        stale = self.stale_or_missing(segments, [user])
+        if stale:
+            self._materialize([segments], partition_key=user)
+        return len(stale)
+
     def materialize_user(
         self, dataset: str, user: str, generator: str | None = None, max_weeks: int | None = None
     ) -> dict[str, int]:
@@ -111,12 +119,7 @@ class Runner:
         Returns how many partitions each asset materialised (0 everywhere = already up to date)."""
         if user not in self.instance.get_dynamic_partitions(users(dataset).name):
             raise RunFailed(f"unknown user {user!r} of dataset {dataset!r} (is {dataset}/raw_events materialised?)")
-        done: dict[str, int] = {}
-        segments = AssetKey([dataset, "weekly_segments"])
-        stale_segment = self.stale_or_missing(segments, [user])
-        if stale_segment:
-            self._materialize([segments], partition_key=user)
-        done[segments.to_user_string()] = len(stale_segment)
+        done = {f"{dataset}/weekly_segments": self.materialize_segments(dataset, user)}
         weeks = self.user_weeks(dataset, user)[:max_weeks]
         for key in self.synthetic_keys(dataset, generator):
             pending = self.stale_or_missing(key, [f"{user}|{week}" for week in weeks])
