@@ -9,6 +9,7 @@ vocabulary, re-asked a bounded number of times when invalid, and cached by conte
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
 
@@ -19,12 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bgen_assets.config import PROJECT_ROOT
 from bgen_assets.llm import BackendConfig, LLMRequest, Sampling
-from bgen_assets.llm.event_format import parse_week, render_events, to_events
+from bgen_assets.llm import EventVocabulary
+from bgen_assets.llm.event_format import ParsedWeek, parse_week, parse_weeks, render_events, to_events
 
 NEEDS_FIT = False
 PROMPTS = PROJECT_ROOT / "prompts" / "behaviorgen"
 CONDITIONING_DAYS = {"1d": 1, "3d": 3, "7d": 7, "10d": 10}
 TOKENS_PER_EVENT_LINE = 18  # SmolLM2 tokens of a Tokyo line, rounded up (see `make bench`)
+MAX_TOKENS_PER_REQUEST = 6000  # SmolLM2 reads 8k tokens: prompt and answer must fit
 
 
 class Strict(BaseModel):
@@ -34,6 +37,7 @@ class Strict(BaseModel):
 class PromptComponents(Strict):
     """Each one can be switched off (the paper's ablation); segmentation is one week per request."""
 
+    segment: bool = True             # one week per request; False: a user's whole horizon in one request
     role: bool = True                # "you are the Generator ..."
     profile: bool = True             # the five profile attributes
     format: bool = True              # strict schema + allowed values (+ constrained decoding / JSON schema)
@@ -97,7 +101,8 @@ def thin(events: pd.DataFrame, limit: int, rng: np.random.Generator) -> pd.DataF
     return events.iloc[np.sort(rng.choice(len(events), size=limit, replace=False))]
 
 
-def build_messages(task, params: BehaviorGenParams, context, shown: pd.DataFrame, n_events: int) -> tuple[dict, ...]:
+def build_messages(task, params: BehaviorGenParams, context, shown: pd.DataFrame, n_events: int,
+                   n_weeks: int = 1) -> tuple[dict, ...]:
     components = params.prompt
     user_locations = task.history["location"].value_counts().index[:12].tolist()
     examples = list(dict.fromkeys(user_locations + context.popular_locations))[:16]
@@ -111,7 +116,7 @@ def build_messages(task, params: BehaviorGenParams, context, shown: pd.DataFrame
         parts.append(_render("format.j2", intents=context.vocabulary.intents,
                              example_locations=[f"{loc} ({intents_of[loc][0]})" for loc in examples if loc in intents_of]))
     target_monday = (pd.Timestamp(task.week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d")
-    parts.append(_render("target.j2", target_monday=target_monday, n_events=n_events))
+    parts.append(_render("target.j2", target_monday=target_monday, n_events=n_events, n_weeks=n_weeks))
     messages = [{"role": "user", "content": "\n\n".join(p for p in parts if p)}]
     if components.role:
         messages.insert(0, {"role": "system", "content": _render("system.j2", dataset_description=context.description)})
@@ -140,60 +145,92 @@ def make_backend(params: BehaviorGenParams, context):
     return CachedBackend(backend, context.state_dir / "cache" / "llm")
 
 
+@dataclass
+class Conversation:
+    """One request to the model and its re-asks: one week, or a user's whole horizon when
+    segmentation is off."""
+
+    tasks: list[int]                 # indices of the WeekTasks it answers, in week order
+    messages: list[dict]
+    budget: int
+    seed: list[int]
+    weeks: list = field(default_factory=list)   # ParsedWeek per task, from the latest answer
+    log: dict = field(default_factory=lambda: {
+        "attempts": 0, "pass_at_1": False, "llm_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
+        "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,
+        "latency_s": 0.0, "transport_retries": 0, "errors": ""})
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.weeks) and all(week.valid for week in self.weeks)
+
+    def record(self, response, attempt: int, vocabulary: EventVocabulary) -> None:
+        log = self.log
+        log["attempts"] += 1
+        log["cache_hits" if response.cached else "llm_calls"] += 1
+        for field_name in ("prompt_tokens", "completion_tokens"):
+            log[field_name] += getattr(response, field_name)
+            if not response.cached:
+                log[f"billed_{field_name}"] += getattr(response, field_name)
+        log["latency_s"] += response.latency_s
+        log["transport_retries"] += response.transport_retries
+        text = response.text if response.error is None else ""
+        self.weeks = (parse_weeks(text, vocabulary, len(self.tasks)) if len(self.tasks) > 1
+                      else [parse_week(text, vocabulary)])
+        errors = list(dict.fromkeys(e for week in self.weeks for e in week.errors))
+        if response.error is not None:
+            errors.insert(0, f"backend gave up: {response.error}")
+            self.weeks = [ParsedWeek(week.events, [errors[0], *week.errors]) for week in self.weeks]
+        log["errors"] = "; ".join(errors[:5])
+        if attempt == 0:
+            log["pass_at_1"] = self.valid
+        if not self.valid:
+            self.messages += [{"role": "assistant", "content": response.text},
+                              {"role": "user", "content": _render("repair.j2", errors=errors)}]
+
+
+def conversations_for(tasks, params: BehaviorGenParams, context) -> list[Conversation]:
+    """One conversation per task, or per user (all of that user's tasks) without segmentation."""
+    groups: dict = {}
+    for index, task in enumerate(tasks):
+        groups.setdefault(index if params.prompt.segment else task.user, []).append(index)
+    conversations = []
+    for indices in groups.values():
+        indices.sort(key=lambda i: tasks[i].week)
+        first = tasks[indices[0]]
+        rng = np.random.default_rng(first.seed)
+        shown = thin(conditioning_events(first.history, first.week, params.prompt.conditioning),
+                     params.max_events_per_week, rng)
+        n_events = min(int((first.history["week"] == first.week).sum()), params.max_events_per_week)
+        budget = min(params.sampling.max_tokens * len(indices), MAX_TOKENS_PER_REQUEST,
+                     TOKENS_PER_EVENT_LINE * len(indices) * (n_events * 3 // 2 + 4))
+        messages = list(build_messages(first, params, context, shown, n_events, len(indices)))
+        conversations.append(Conversation(indices, messages, budget, first.seed))
+    return conversations
+
+
 def generate_weeks(model, tasks, spec, context, backend=None) -> list:
     from bgen_assets.generators import WeekResult
 
     params = validate_params(spec.params)
     backend = backend or make_backend(params, context)
     constraint = context.vocabulary if params.prompt.format else None
-    conversations, budgets, logs = [], [], []
-    for task in tasks:
-        rng = np.random.default_rng(task.seed)
-        shown = thin(conditioning_events(task.history, task.week, params.prompt.conditioning),
-                     params.max_events_per_week, rng)
-        n_events = min(int((task.history["week"] == task.week).sum()), params.max_events_per_week)
-        conversations.append(list(build_messages(task, params, context, shown, n_events)))
-        budgets.append(min(params.sampling.max_tokens, TOKENS_PER_EVENT_LINE * (n_events * 3 // 2 + 4)))
-        logs.append({"attempts": 0, "pass_at_1": False, "llm_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
-                     "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,
-                     "latency_s": 0.0, "transport_retries": 0, "errors": ""})
-    parsed: list = [None] * len(tasks)
-    pending = list(range(len(tasks)))
+    conversations = conversations_for(tasks, params, context)
+    pending = conversations
     for attempt in range(params.max_attempts):
         if not pending:
             break
-        requests = [LLMRequest(tuple(conversations[i]), Sampling(
-            params.sampling.temperature, params.sampling.top_p, budgets[i], _seed(tasks[i].seed, attempt)), constraint)
-            for i in pending]
-        responses = backend.complete(requests)
-        for i, response in zip(pending, responses):
-            log = logs[i]
-            log["attempts"] += 1
-            log["cache_hits" if response.cached else "llm_calls"] += 1
-            log["prompt_tokens"] += response.prompt_tokens
-            log["completion_tokens"] += response.completion_tokens
-            if not response.cached:
-                log["billed_prompt_tokens"] += response.prompt_tokens
-                log["billed_completion_tokens"] += response.completion_tokens
-            log["latency_s"] += response.latency_s
-            log["transport_retries"] += response.transport_retries
-            week = parse_week(response.text if response.error is None else "", context.vocabulary)
-            if response.error is not None:
-                week.errors.insert(0, f"backend gave up: {response.error}")
-            parsed[i] = week
-            log["errors"] = "; ".join(week.errors[:5])
-            if attempt == 0:
-                log["pass_at_1"] = week.valid
-            if not week.valid:
-                conversations[i] += [{"role": "assistant", "content": response.text},
-                                     {"role": "user", "content": _render("repair.j2", errors=week.errors)}]
-        pending = [i for i in pending if not parsed[i].valid]
-    results = []
-    for task, week, log in zip(tasks, parsed, logs):
-        target_monday = pd.Timestamp(task.week) + pd.Timedelta(days=7)
-        if week.valid:
-            results.append(WeekResult(to_events(week.events, target_monday, context.slot_minutes), "ok", log))
-        else:
-            empty = to_events(week.events.iloc[0:0], target_monday, context.slot_minutes)
-            results.append(WeekResult(empty, "failed", log))
+        requests = [LLMRequest(tuple(c.messages), Sampling(params.sampling.temperature, params.sampling.top_p,
+                                                            c.budget, _seed(c.seed, attempt)), constraint)
+                    for c in pending]
+        for conversation, response in zip(pending, backend.complete(requests)):
+            conversation.record(response, attempt, context.vocabulary)
+        pending = [c for c in pending if not c.valid]
+    results: list = [None] * len(tasks)
+    for conversation in conversations:
+        for index, week in zip(conversation.tasks, conversation.weeks):
+            target_monday = pd.Timestamp(tasks[index].week) + pd.Timedelta(days=7)
+            events = to_events(week.events if conversation.valid else week.events.iloc[0:0],
+                               target_monday, context.slot_minutes)
+            results[index] = WeekResult(events, "ok" if conversation.valid else "failed", dict(conversation.log))
     return results

@@ -78,8 +78,8 @@ def _lines_of(text: str) -> list[str]:
     return [line.strip() for line in stripped.splitlines() if line.strip()]
 
 
-def parse_week(text: str, vocabulary: EventVocabulary) -> ParsedWeek:
-    """Every line must be a valid event; errors name the line. Events come back sorted by time."""
+def _parse_lines(text: str, vocabulary: EventVocabulary) -> tuple[list[tuple], list[str]]:
+    """Valid events in answer order, and an error per invalid line (naming the line)."""
     rows, errors = [], []
     for number, line in enumerate(_lines_of(text), start=1):
         match = LINE.match(line)
@@ -98,10 +98,34 @@ def parse_week(text: str, vocabulary: EventVocabulary) -> ParsedWeek:
             errors.append(f"line {number}: intent {intent!r} is not one of {location!r}'s")
         else:
             rows.append((weekday, hour * 60 + minute, location, intent))
+    return rows, errors
+
+
+def _week(rows: list[tuple], errors: list[str]) -> ParsedWeek:
     if not rows and not errors:
-        errors.append("no events")
+        errors = [*errors, "no events"]
     events = pd.DataFrame(rows, columns=["weekday", "minute_of_day", "location", "intent"])
     return ParsedWeek(events.sort_values(["weekday", "minute_of_day"], kind="stable", ignore_index=True), errors)
+
+
+def parse_week(text: str, vocabulary: EventVocabulary) -> ParsedWeek:
+    """Every line must be a valid event; errors name the line. Events come back sorted by time."""
+    return _week(*_parse_lines(text, vocabulary))
+
+
+def parse_weeks(text: str, vocabulary: EventVocabulary, n_weeks: int) -> list[ParsedWeek]:
+    """A multi-week answer (no segmentation): weeks follow each other in time order, so a new
+    week starts where the weekday and time go back. Exactly `n_weeks` weeks are expected."""
+    rows, errors = _parse_lines(text, vocabulary)
+    weeks: list[list[tuple]] = [[]]
+    for row in rows:
+        if weeks[-1] and row[:2] < weeks[-1][-1][:2]:
+            weeks.append([])
+        weeks[-1].append(row)
+    if len(weeks) != n_weeks:
+        errors = [*errors, f"{len(weeks) if rows else 0} week(s) instead of {n_weeks}"]
+    weeks += [[] for _ in range(n_weeks - len(weeks))]
+    return [_week(week, errors) for week in weeks[:n_weeks]]
 
 
 def to_events(parsed: pd.DataFrame, target_monday: pd.Timestamp, slot_minutes: int) -> pd.DataFrame:
