@@ -56,10 +56,18 @@ class SourceFile(StrictModel):
         return self
 
 
+class ProfileInference(StrictModel):
+    """How profile attributes a dataset lacks are inferred: the declared SQL rules, or an LLM."""
+
+    method: Literal["rules", "llm"] = "rules"
+    generator: str = Field("behaviorgen", description="llm: the generator declaration whose backend answers")
+
+
 class Dataset(StrictModel):
     description: str = ""
     timezone: str = "UTC"
     sources: dict[str, SourceFile]
+    profile_inference: ProfileInference = ProfileInference()
     vars: dict[str, bool | int | float | str | list[str]] = Field(default_factory=dict)
 
     @field_validator("sources")

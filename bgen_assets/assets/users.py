@@ -75,22 +75,54 @@ def apply_profile_file(inferred: pd.DataFrame, path, table: pd.DataFrame, source
     return profiles.reset_index()
 
 
+def llm_profiles(project: Project, dataset: str, warehouse: Warehouse, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The rule-based profiles overlaid with an LLM's validated answers (profile_inference: llm)."""
+    from bgen_assets.generators import GenerationContext, load_generator_specs
+    from bgen_assets.generators.behaviorgen import make_backend, render_template, validate_params
+    from bgen_assets.llm import EventVocabulary
+    from bgen_assets.profile_inference import SUMMARY_SQL, TOP_INTENTS_SQL, infer_profiles
+
+    settings = project.datasets[dataset].profile_inference
+    spec = next(s for s in load_generator_specs() if s.name == settings.generator)
+    context = GenerationContext(dataset, project.datasets[dataset].description, project.slot_minutes,
+                                EventVocabulary({}), [], project.home)
+    allowed_rows = warehouse.query("SELECT attribute, value FROM seeds.profile_values")
+    allowed = {a: group["value"].tolist() for a, group in allowed_rows.groupby("attribute", sort=False)}
+    return infer_profiles(
+        table,
+        warehouse.query(SUMMARY_SQL.format(dataset=dataset, slot=project.slot_minutes)),
+        warehouse.query(TOP_INTENTS_SQL.format(dataset=dataset)),
+        allowed, make_backend(validate_params(spec.params), context),
+        lambda **values: render_template("profile_inference.j2", **values),
+        project.datasets[dataset].description, spec.seed,
+    )
+
+
 def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
     profile_source = project.datasets[dataset].profile_source
+    by_llm = project.datasets[dataset].profile_inference.method == "llm"
+    deps = [AssetKey([dataset, "inferred_profiles"])]
+    if by_llm:
+        deps += [AssetKey([dataset, "events"]), AssetKey(["seeds", "profile_values"])]
+    inferred = "inferred by an LLM from a behaviour summary (rules where its answer is invalid)" if by_llm \
+        else "inferred from behaviour by the rules in models/dataset/inferred_profiles.sql"
 
     @asset(
         key=[dataset, "profiles"],
-        deps=[AssetKey([dataset, "inferred_profiles"])],
+        deps=deps,
         group_name=USERS_GROUP,
         pool=DUCKDB_POOL,
         description="Profiles with the paper's five attributes: "
         + (f"from the profile file `{project.datasets[dataset].sources[profile_source].file}`, "
-           "inferred where it is silent." if profile_source else "inferred from behaviour (no profile file declared)."),
-        code_version="1",
+           f"{inferred} where it is silent." if profile_source else f"{inferred} (no profile file declared)."),
+        code_version="2-llm" if by_llm else "2",
         kinds={"duckdb"},
     )
     def profiles(warehouse: Warehouse) -> MaterializeResult:
         table = warehouse.query(f'SELECT * FROM "{dataset}".inferred_profiles ORDER BY user_id')
+        accounting = {}
+        if by_llm:
+            table, accounting = llm_profiles(project, dataset, warehouse, table)
         if profile_source:
             source = project.datasets[dataset].sources[profile_source]
             path = locate(source, project)
@@ -99,7 +131,7 @@ def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
         sources = {a: table[f"{a}_source"].value_counts().to_dict() for a in PROFILE_ATTRIBUTES}
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(table)),
-            metadata={"dagster/row_count": len(table), "value_sources": sources},
+            metadata={"dagster/row_count": len(table), "value_sources": sources, **accounting},
         )
 
     return profiles

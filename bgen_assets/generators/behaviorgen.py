@@ -24,7 +24,7 @@ from bgen_assets.llm import EventVocabulary
 from bgen_assets.llm.event_format import ParsedWeek, parse_week, parse_weeks, render_events, to_events
 
 NEEDS_FIT = False
-PROMPTS = PROJECT_ROOT / "prompts" / "behaviorgen"
+PROMPTS = PROJECT_ROOT / "prompts"
 CONDITIONING_DAYS = {"1d": 1, "3d": 3, "7d": 7, "10d": 10}
 TOKENS_PER_EVENT_LINE = 18  # SmolLM2 tokens of a Tokyo line, rounded up (see `make bench`)
 MAX_TOKENS_PER_REQUEST = 6000  # SmolLM2 reads 8k tokens: prompt and answer must fit
@@ -79,8 +79,13 @@ def _templates() -> Environment:
     return Environment(loader=FileSystemLoader(PROMPTS), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _render(name: str, **values) -> str:
+def render_template(name: str, **values) -> str:
+    """A template of prompts/ (names relative to it, e.g. `behaviorgen/format.j2`)."""
     return _templates().get_template(name).render(**values).strip()
+
+
+def _render(name: str, **values) -> str:
+    return render_template(f"behaviorgen/{name}", **values)
 
 
 def conditioning_events(history: pd.DataFrame, week: str, conditioning: str) -> pd.DataFrame:
