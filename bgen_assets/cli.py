@@ -68,6 +68,11 @@ def cmd_demo(args) -> None:
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
 
 
+def cmd_build(args) -> None:
+    rebuilt = _runner().build_shared()
+    console.print(f"rebuilt: {', '.join(k.to_user_string() for k in rebuilt) or 'nothing, all up to date'}")
+
+
 def cmd_user(args) -> None:
     runner = _runner()
     done = runner.materialize_user(args.dataset, args.user, generator=args.generator)
@@ -107,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="build the shared assets and the scope's users, print row counts")
     demo.add_argument("--scope", default=None, help="declared scope (default: bgen_project.yml `scope`)")
     demo.set_defaults(run=cmd_demo)
+    build = commands.add_parser("build", help="observe the source files and rebuild the stale or missing shared assets")
+    build.set_defaults(run=cmd_build)
     user = commands.add_parser("user", help="materialise one user's partitions (all weeks), only what is stale or missing")
     user.add_argument("dataset")
     user.add_argument("user")

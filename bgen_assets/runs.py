@@ -119,9 +119,16 @@ class Runner:
         Returns how many partitions each asset materialised (0 everywhere = already up to date)."""
         if user not in self.instance.get_dynamic_partitions(users(dataset).name):
             raise RunFailed(f"unknown user {user!r} of dataset {dataset!r} (is {dataset}/raw_events materialised?)")
+        targets = self.synthetic_keys(dataset, generator)
+        upstream = {parent for key in targets for parent in self.graph.get(key).parent_keys
+                    if not self.graph.get(parent).is_partitioned}
+        upstream |= {AssetKey([dataset, "events"]), AssetKey([dataset, "profiles"]), AssetKey([dataset, "user_split"])}
+        missing = sorted(key.to_user_string() for key in upstream if self.stale_or_missing(key, [None]))
+        if missing:
+            raise RunFailed(f"shared assets missing or stale: {', '.join(missing)}; build them first with `bgen build`")
         done = {f"{dataset}/weekly_segments": self.materialize_segments(dataset, user)}
         weeks = self.user_weeks(dataset, user)[:max_weeks]
-        for key in self.synthetic_keys(dataset, generator):
+        for key in targets:
             pending = self.stale_or_missing(key, [f"{user}|{week}" for week in weeks])
             if pending:
                 self._materialize([key], tags={ASSET_PARTITION_RANGE_START_TAG: pending[0],

@@ -19,11 +19,12 @@ Three layers:
   the drawn token finite, so `generate(do_sample=False)` takes exactly it. A request's text thus
   depends on its own seed, not on which other requests share its batch.
 
-Token budget: a row may only take a token after which the current line can still be finished
-within the tokens left. Every byte is a token of its own in byte-level vocabularies, so "the
-shortest completion in bytes" bounds the tokens a completion needs; the bound is conservative (a
-typical line costs about half its bytes in tokens), so a budget-bound week ends up to ~one line
-early. Near the end this forces the line to finish (newline) and then end of sequence.
+Token budget: a row may only take a token after which the current line, and then the
+end-of-sequence token, still fit within the tokens left. Every byte is a token of its own in
+byte-level vocabularies, so the shortest completion in bytes bounds the tokens a completion
+needs. The bound is conservative (a line costs about half its bytes in tokens), so a week that
+runs into the budget ends up to about one line early; near the end the line is driven to its
+newline and then only end of sequence is left.
 """
 
 from __future__ import annotations
@@ -305,9 +306,10 @@ class TokenGrammar:
         """Token ids allowed in `state` when `tokens_left` tokens (this one included) remain."""
         allowed = self.allowed(state)
         ids = allowed.ids
-        if tokens_left - 1 < self.grammar.longest_line:
+        room = tokens_left - 2  # what is left after this token and the end-of-sequence token
+        if room < self.grammar.longest_line:
             # Tight budget: only tokens after which the line can still be finished in time.
-            ids = ids[allowed.bytes_left <= tokens_left - 1]
+            ids = ids[allowed.bytes_left <= room]
         if self.grammar.may_end(state):
             ids = torch.cat([ids, torch.tensor(list(eos_ids), dtype=torch.long)])
         if len(ids) == 0:

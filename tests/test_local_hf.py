@@ -1,0 +1,100 @@
+"""The `hf_local` backend with the real bundled SmolLM2-135M (converted once into the model cache).
+
+Kept fast: a tiny vocabulary, short prompts, a few dozen new tokens, one backend per module."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bgen_assets.config import PROJECT_ROOT
+from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
+from bgen_assets.llm.event_format import parse_week
+from bgen_assets.llm.local_hf import DEFAULT_MODEL, LocalHFBackend, convert_bundled
+
+MODEL_CACHE = Path(os.environ.get("BGEN_MODEL_CACHE", PROJECT_ROOT / ".bgen" / "models"))
+
+VOCABULARY = EventVocabulary({
+    "Train Station": ("Travel & Transport",),
+    "Office": ("Professional & Other Places",),
+    "Ramen Restaurant": ("Food",),
+    "Convenience Store": ("Shop & Service",),
+    "Home (private)": ("Residence",),
+})
+WEEK = """[0, 08:10, Train Station, Travel & Transport]
+[0, 09:00, Office, Professional & Other Places]
+[0, 12:30, Ramen Restaurant, Food]
+[0, 19:40, Convenience Store, Shop & Service]
+[1, 08:05, Train Station, Travel & Transport]"""
+
+
+def request(seed: int, week: str = WEEK, constrained: bool = True, max_tokens: int = 48) -> LLMRequest:
+    system = ("You generate one week of a user's behaviour, one event per line as "
+              "[weekday, HH:MM, location, intent]. Intents: " + ", ".join(VOCABULARY.intents) + ".")
+    messages = ({"role": "system", "content": system},
+                {"role": "user", "content": f"The user's last week:\n{week}\nWrite the next week."})
+    return LLMRequest(messages, Sampling(temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=seed),
+                      VOCABULARY if constrained else None)
+
+
+@pytest.fixture(scope="module")
+def backend() -> LocalHFBackend:
+    return LocalHFBackend(BackendConfig(batch_size=4, threads=2), MODEL_CACHE)
+
+
+@pytest.fixture(scope="module")
+def first_batch(backend):
+    requests = [request(1), request(2), request(3, week=WEEK.splitlines()[0])]
+    return requests, backend.complete(requests)
+
+
+def test_constrained_batch_parses(first_batch):
+    requests, responses = first_batch
+    assert len(responses) == len(requests)
+    for response in responses:
+        week = parse_week(response.text, VOCABULARY)
+        assert week.valid, (response.text, week.errors)
+        assert response.finish_reason == "stop" and response.error is None
+        assert 0 < response.completion_tokens <= 48
+        assert response.prompt_tokens > 50 and response.latency_s > 0
+    assert responses[2].prompt_tokens < responses[0].prompt_tokens  # the shorter prompt, unpadded count
+
+
+def test_same_request_same_text_in_another_batch(backend, first_batch):
+    requests, responses = first_batch
+    again = backend.complete([request(9, week=WEEK + "\n[1, 09:00, Office, Professional & Other Places]"),
+                              requests[1]])
+    assert again[1].text == responses[1].text
+    assert backend.complete([requests[2]])[0].text == responses[2].text
+
+
+def test_unconstrained_returns_text(backend):
+    response = backend.complete([request(4, constrained=False, max_tokens=24)])[0]
+    assert response.text.strip()
+    assert "<|im_end|>" not in response.text and "<|im_start|>" not in response.text
+    assert response.finish_reason in ("stop", "length")
+    assert 0 < response.completion_tokens <= 24
+
+
+def test_converted_model_is_reused(backend):
+    started = time.perf_counter()
+    path = convert_bundled(MODEL_CACHE)
+    assert time.perf_counter() - started < 1.0
+    assert path == MODEL_CACHE / DEFAULT_MODEL and (path / "config.json").is_file()
+
+
+def test_importing_the_backend_is_cheap():
+    code = "import sys, bgen_assets.llm.local_hf; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_model_path_must_be_a_model_directory(tmp_path):
+    backend = LocalHFBackend(BackendConfig(model=str(tmp_path)), tmp_path)
+    with pytest.raises(ValueError, match="neither"):
+        backend.model_dir()
