@@ -68,7 +68,7 @@ def tokens_per_event(runner) -> dict:
     from bgen_assets.llm.event_format import render_events, render_json_objects
     from bgen_assets.llm.local_hf import convert_bundled
 
-    tokenizer = AutoTokenizer.from_pretrained(convert_bundled(project().home / "models"))
+    tokenizer = AutoTokenizer.from_pretrained(convert_bundled(project().model_cache))
     figures = {}
     for dataset in project().datasets:
         events = runner.warehouse.query(
@@ -98,7 +98,7 @@ def behaviorgen_pass_at_1(runner, variants=("behaviorgen", "behaviorgen_no_forma
         for variant in variants:
             spec = specs[variant]
             config = kind.validate_params(spec.params).backend_config
-            backend = CachedBackend(LocalHFBackend(config, project().home / "models"), Path(cache) / variant)
+            backend = CachedBackend(LocalHFBackend(config, project().model_cache), Path(cache) / variant)
             for dataset in project().datasets:
                 weeks = bench_weeks(runner, dataset)
                 context = generation_context(project(), dataset, runner.warehouse)

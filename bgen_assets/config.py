@@ -1,7 +1,7 @@
 """The project declaration (`bgen_project.yml`) as validated pydantic models.
 
 Environment overrides: BGEN_HOME (state directory), BGEN_DATA_DIR (data directory),
-BGEN_SCOPE (which declared scope the demo and the single-user command use).
+BGEN_SCOPE (which declared scope the demo uses), BGEN_MODEL_DIR (converted local models).
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ class ScopeSelection(StrictModel):
 class Project(StrictModel):
     state_dir: Path = Path(".bgen")
     data_dir: Path | None = None
+    model_dir: Path | None = Field(default=None, description="converted local models; default STATE/models")
     slot_minutes: int = Field(30, gt=0, le=240)
     split: Split = Split()
     scope: str = "demo"
@@ -130,6 +131,12 @@ class Project(StrictModel):
         return self.home / "warehouse.duckdb"
 
     @property
+    def model_cache(self) -> Path:
+        if self.model_dir is None:
+            return self.home / "models"
+        return self.model_dir if self.model_dir.is_absolute() else (PROJECT_ROOT / self.model_dir).resolve()
+
+    @property
     def download_cache(self) -> Path:
         return self.home / "downloads"
 
@@ -161,7 +168,8 @@ def load_project(path: Path = PROJECT_FILE, environ: dict[str, str] | None = Non
         raise ConfigError(f"invalid YAML in {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration in {path}: the top level must be a mapping")
-    overrides = {"state_dir": "BGEN_HOME", "data_dir": "BGEN_DATA_DIR", "scope": "BGEN_SCOPE"}
+    overrides = {"state_dir": "BGEN_HOME", "data_dir": "BGEN_DATA_DIR", "scope": "BGEN_SCOPE",
+                 "model_dir": "BGEN_MODEL_DIR"}
     raw.update({key: env[var] for key, var in overrides.items() if env.get(var)})
     try:
         return Project.model_validate(raw)

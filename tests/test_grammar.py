@@ -6,19 +6,17 @@ strings of every allowed "location, intent]" tail) and, for whole texts, by `par
 from __future__ import annotations
 
 import bisect
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
-from bgen_assets.config import PROJECT_ROOT
+from bgen_assets.config import load_project
 from bgen_assets.llm import EventVocabulary, Sampling
 from bgen_assets.llm.event_format import parse_week
 from bgen_assets.llm.grammar import ConstrainedSampler, EventGrammar, RowSpec, TokenGrammar, TokenTable, sample_token
 from bgen_assets.llm.local_hf import DEFAULT_MODEL, bundled_gguf
 
-MODEL_CACHE = Path(os.environ.get("BGEN_MODEL_CACHE", PROJECT_ROOT / ".bgen" / "models"))
+MODEL_CACHE = load_project().model_cache
 EOS = 2  # <|im_end|>
 
 VOCABULARY = EventVocabulary({

@@ -4,20 +4,18 @@ Kept fast: a tiny vocabulary, short prompts, a few dozen new tokens, one backend
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from bgen_assets.config import PROJECT_ROOT
+from bgen_assets.config import PROJECT_ROOT, load_project
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
 from bgen_assets.llm.event_format import parse_week
 from bgen_assets.llm.local_hf import DEFAULT_MODEL, LocalHFBackend, convert_bundled
 
-MODEL_CACHE = Path(os.environ.get("BGEN_MODEL_CACHE", PROJECT_ROOT / ".bgen" / "models"))
+MODEL_CACHE = load_project().model_cache
 
 VOCABULARY = EventVocabulary({
     "Train Station": ("Travel & Transport",),

@@ -81,6 +81,7 @@ def generation_context(project: Project, dataset: str, warehouse: Warehouse) -> 
         vocabulary=EventVocabulary(intents_by_location),
         popular_locations=list(dict.fromkeys(pairs["location"]))[:8],
         state_dir=project.home,
+        model_dir=project.model_cache,
     )
 
 

@@ -26,6 +26,8 @@ from bgen_assets.llm.event_format import ParsedWeek, parse_week, parse_weeks, re
 NEEDS_FIT = False
 PROMPTS = PROJECT_ROOT / "prompts"
 CONDITIONING_DAYS = {"1d": 1, "3d": 3, "7d": 7, "10d": 10}
+# The answer budget: room for about the real week's number of lines. Small models rarely stop on
+# their own, and the constrained decoder ends the answer at a line boundary when the budget runs out.
 TOKENS_PER_EVENT_LINE = 18  # SmolLM2 tokens of a Tokyo line, rounded up (see `make bench`)
 MAX_TOKENS_PER_REQUEST = 6000  # SmolLM2 reads 8k tokens: prompt and answer must fit
 
@@ -144,7 +146,7 @@ def make_backend(params: BehaviorGenParams, context):
     elif config.kind == "hf_local":
         from bgen_assets.llm.local_hf import LocalHFBackend
 
-        backend = LocalHFBackend(config, context.state_dir / "models")
+        backend = LocalHFBackend(config, context.model_dir)
     else:
         raise ValueError(f"unknown backend kind {config.kind!r} (hf_local or openai)")
     return CachedBackend(backend, context.state_dir / "cache" / "llm")
@@ -208,7 +210,7 @@ def conversations_for(tasks, params: BehaviorGenParams, context) -> list[Convers
                      params.max_events_per_week, rng)
         n_events = min(int((first.history["week"] == first.week).sum()), params.max_events_per_week)
         budget = min(params.sampling.max_tokens * len(indices), MAX_TOKENS_PER_REQUEST,
-                     TOKENS_PER_EVENT_LINE * len(indices) * (n_events * 3 // 2 + 4))
+                     TOKENS_PER_EVENT_LINE * len(indices) * (n_events + 2))
         messages = list(build_messages(first, params, context, shown, n_events, len(indices)))
         conversations.append(Conversation(indices, messages, budget, first.seed))
     return conversations

@@ -386,10 +386,11 @@ class ConstrainedSampler(LogitsProcessor):
                 self.truncated[row] = True
                 token = self.eos_ids[0]
             elif spec.grammar is None or self.off_grammar[row]:
-                token = sample_token(scores[row].float(), spec.sampling, self.generators[row])
-            else:
+                token = sample_token(scores[row].float().cpu(), spec.sampling, self.generators[row])
+            else:  # sampled on the CPU with the row's CPU generator, also when the model runs on a GPU
                 ids = spec.grammar.candidates(self.states[row], spec.sampling.max_tokens - generated, self.eos_ids)
                 ids = ids[ids < scores.shape[1]]
-                token = int(ids[sample_token(scores[row, ids].float(), spec.sampling, self.generators[row])])
+                row_scores = scores[row].float().cpu()
+                token = int(ids[sample_token(row_scores[ids], spec.sampling, self.generators[row])])
             chosen[row, token] = 0.0  # the only finite score: greedy decoding takes exactly this token
         return chosen

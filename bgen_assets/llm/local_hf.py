@@ -135,7 +135,8 @@ class LocalHFBackend:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        self.device = self.config.options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
         model.eval()
         self._tokenizer, self._lm = tokenizer, model
         self.load_seconds = time.perf_counter() - started
@@ -186,7 +187,7 @@ class LocalHFBackend:
 
         tokenizer, lm = self._tokenizer, self._lm
         started = time.perf_counter()
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         prompt_length = inputs["input_ids"].shape[1]
         eos_ids = self._eos_ids()
         rows = [RowSpec(r.sampling, self._grammar(r.constraint) if r.constraint is not None else None)
