@@ -36,6 +36,15 @@ def stable_seed(*parts: str | int) -> list[int]:
     return [int.from_bytes(hashlib.sha256(str(part).encode()).digest()[:4], "little") for part in parts]
 
 
+def generator_code_version(spec: GeneratorSpec) -> str:
+    """A hash of what decides a generator's output: its declaration and the kind's code files
+    (for BehaviorGen also the prompt templates, output format and grammar)."""
+    digest = hashlib.sha256(spec.model_dump_json().encode())
+    for path in generator_kind(spec.kind).code_files():
+        digest.update(path.read_bytes())
+    return f"{spec.kind}-{digest.hexdigest()[:12]}"
+
+
 def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
     kind = generator_kind(spec.kind)
 
@@ -45,7 +54,7 @@ def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDe
         group_name=SYNTHETIC_GROUP,
         pool=DUCKDB_POOL,
         description=f"Generator `{spec.name}` fitted on the population users. {spec.description}",
-        code_version=f"{spec.kind}-1-{hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]}",
+        code_version=generator_code_version(spec),
         kinds={"duckdb", "python"},
     )
     def fitted(warehouse: Warehouse) -> MaterializeResult:
@@ -129,7 +138,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         description=f"Synthetic events from generator `{spec.name}` ({spec.kind}); partition (user, week) "
         f"is the week generated from that user's real week. Per user-week accounting in "
         f"`{dataset}.{table_name}_log`. {spec.description}",
-        code_version=f"{spec.kind}-2-{hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]}",
+        code_version=generator_code_version(spec),
         kinds={"duckdb", "python"},
     )
     def synthetic(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:

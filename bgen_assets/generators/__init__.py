@@ -1,6 +1,7 @@
 """Generator declarations (`models/generators/*.yml`) and the generator kinds that run them.
 
 A kind is a module with:
+  code_files() -> the files whose content decides its output (part of the asset's code version);
   NEEDS_FIT: bool, and when true `fit(population_events, params, slot_minutes) -> table` and
              `from_table(table) -> model` (the fitted model is the asset `DS/NAME_model`);
   validate_params(params) -> params, raising ValueError on a bad declaration;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -68,6 +69,11 @@ class BehaviorGenParams(Strict):
     @property
     def backend_config(self) -> BackendConfig:
         return BackendConfig(**self.backend)
+
+
+def code_files() -> list[Path]:
+    llm = Path(__file__).parent.parent / "llm"  # by path: importing the grammar would load torch
+    return [Path(__file__), llm / "event_format.py", llm / "grammar.py", *sorted((PROMPTS / "behaviorgen").glob("*.j2"))]
 
 
 def validate_params(params: dict) -> BehaviorGenParams:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,10 @@ class Counts:
     transitions: dict[str, Counter]  # context (tokens joined by CONTEXT_SEP; "" = order 0) -> next-token counts
     buckets: dict[str, Counter]      # time-of-day bucket -> token counts
     time_of_week: Counter            # weekday * slots_per_day + time_slot -> count
+
+
+def code_files() -> list[Path]:
+    return [Path(__file__)]
 
 
 def validate_params(params: dict) -> dict:
