@@ -62,8 +62,10 @@ def cmd_demo(args) -> None:
             if chosen is None:
                 chosen = runner.instance.get_dynamic_partitions(f"{dataset}_users")
             for user in chosen:
+                began = time.perf_counter()
                 done = runner.materialize_user(dataset, user, spec.name, selection.max_weeks_per_user)
-                console.print(f"  {spec.name} {dataset} user {user}: " + ", ".join(f"{k} {v}" for k, v in done.items()))
+                console.print(f"  {spec.name} {dataset} user {user}: " + ", ".join(f"{k} {v}" for k, v in done.items())
+                              + f" ({time.perf_counter() - began:.0f} s)")
     console.print(summary(runner, args.scope or project().scope))
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
 

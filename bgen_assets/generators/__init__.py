@@ -54,8 +54,9 @@ class GeneratorSpec(BaseModel):
         own = self.scope.get(scope, {}).get(dataset)
         if own is None:
             return project_selection
-        users = own.users if project_selection.users is None else [
-            u for u in (own.users or project_selection.users) if u in project_selection.users]
+        users = own.users if own.users is not None else project_selection.users
+        if users is not None and project_selection.users is not None:
+            users = [user for user in users if user in project_selection.users]
         weeks = [w for w in (own.max_weeks_per_user, project_selection.max_weeks_per_user) if w is not None]
         return ScopeSelection(users=users, max_weeks_per_user=min(weeks) if weeks else None)
 

@@ -126,7 +126,9 @@ class LocalHFBackend:
             return
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # no per-load progress bars in run logs
         started = time.perf_counter()
         if self.config.threads:
             torch.set_num_threads(int(self.config.threads))
