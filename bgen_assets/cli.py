@@ -12,7 +12,7 @@ from rich.table import Table
 from bgen_assets.config import ConfigError, project
 from bgen_assets.generators import load_generator_specs
 
-console = Console(width=130)
+console = Console(width=150)
 
 
 def _runner():
@@ -27,8 +27,8 @@ def _runner():
 
 def summary(runner, scope: str) -> Table:
     table = Table(title=f"bgen warehouse ({project().warehouse_path}), scope {scope}")
-    columns = ("dataset", "events", "users", "user-weeks", "synthetic table", "synthetic events",
-               "synthetic user-weeks", "pass@1", "failed weeks")
+    columns = ("dataset", "events", "users", "user-weeks", "synthetic table", "syn. events",
+               "syn. user-weeks", "pass@1", "failed weeks")
     for column in columns:
         table.add_column(column, justify="left" if column in ("dataset", "synthetic table") else "right")
     for dataset in project().datasets:
@@ -38,13 +38,15 @@ def summary(runner, scope: str) -> Table:
         ).iloc[0]
         for key in runner.synthetic_keys(dataset, None):
             name = key.path[1]
+            if not runner.instance.get_materialized_partitions(key):
+                continue  # a variant this scope does not build
             rows = runner.warehouse.query(f'SELECT count(*) FROM "{dataset}"."{name}"').iloc[0, 0]
             weeks, pass_at_1, failed = runner.warehouse.query(
                 f"SELECT count(*), avg(CASE WHEN attempts > 0 THEN pass_at_1::INT END), "
                 f"count(*) FILTER (WHERE status = 'failed') FROM \"{dataset}\".\"{name}_log\""
             ).iloc[0]
-            table.add_row(dataset, f"{events:,}", f"{n_users:,}", f"{n_weeks:,}", name, f"{rows:,}", f"{weeks:,}",
-                          "-" if pass_at_1 != pass_at_1 or pass_at_1 is None else f"{pass_at_1:.0%}", f"{failed:,}")
+            table.add_row(dataset, f"{events:,}", f"{n_users:,}", f"{n_weeks:,}", name, f"{rows:,}", f"{int(weeks):,}",
+                          "-" if pass_at_1 != pass_at_1 or pass_at_1 is None else f"{pass_at_1:.0%}", f"{int(failed):,}")
     return table
 
 

@@ -53,7 +53,9 @@ def convert_bundled(cache_dir: Path) -> Path:
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
     folder, name = bundled_gguf()
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
