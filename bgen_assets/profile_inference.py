@@ -54,6 +54,7 @@ def infer_profiles(rule_profiles: pd.DataFrame, summary: pd.DataFrame, top_inten
                    max_attempts: int = 2) -> tuple[pd.DataFrame, dict]:
     """Rule-based profiles overlaid with validated LLM answers; returns the table and accounting."""
     profiles = rule_profiles.set_index("user_id")
+    summary = summary[summary["user_id"].isin(profiles.index)]
     intents = {user: list(zip(group["intent"], group["share"])) for user, group in top_intents.groupby("user_id")}
     conversations = {
         row.user_id: [{"role": "user", "content": render(
