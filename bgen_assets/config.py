@@ -70,6 +70,17 @@ class Dataset(StrictModel):
     profile_inference: ProfileInference = ProfileInference()
     vars: dict[str, bool | int | float | str | list[str]] = Field(default_factory=dict)
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r} (an IANA name such as Asia/Tokyo)") from None
+        return name
+
     @field_validator("sources")
     @classmethod
     def _one_events_source(cls, sources: dict[str, SourceFile]) -> dict[str, SourceFile]:

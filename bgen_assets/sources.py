@@ -117,8 +117,14 @@ def require_columns(path: Path, frame: pd.DataFrame, source: SourceFile, needed:
     raise RawDataError(path, f"missing column (found: {', '.join(map(str, frame.columns))})", column=missing[0], lines=[1])
 
 
-def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | None) -> pd.Series:
+def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | None, timezone: str) -> pd.Series:
+    """Naive timestamps are local time of the dataset's timezone already; timestamps with an
+    offset are converted to it (and made naive), so weekday and time slot are local."""
     parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce")
+    if parsed.dtype == object:  # several UTC offsets in one column
+        parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce", utc=True)
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_convert(timezone).dt.tz_localize(None)
     bad = parsed.isna()
     if bad.any():
         first = values[bad].iloc[0]
@@ -128,8 +134,9 @@ def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | Non
     return parsed
 
 
-def load_events(path: Path, source: SourceFile) -> pd.DataFrame:
-    """The canonical raw events of one file: user_id, ts, end_ts, location, intent, source_row."""
+def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.DataFrame:
+    """The canonical raw events of one file: user_id, ts, end_ts, location, intent, source_row
+    (times in the dataset's local `timezone`)."""
     mapping = source.columns
     assert mapping is not None
     frame = read_table(path, source)
@@ -148,10 +155,11 @@ def load_events(path: Path, source: SourceFile) -> pd.DataFrame:
 
     events = pd.DataFrame({
         "user_id": frame[declared["user_id"]].str.strip(),
-        "ts": _parse_timestamps(path, frame[declared["ts"]], declared["ts"], source.timestamp_format),
+        "ts": _parse_timestamps(path, frame[declared["ts"]], declared["ts"], source.timestamp_format, timezone),
     })
     if "end_ts" in declared:
-        events["end_ts"] = _parse_timestamps(path, frame[declared["end_ts"]], declared["end_ts"], source.timestamp_format)
+        events["end_ts"] = _parse_timestamps(path, frame[declared["end_ts"]], declared["end_ts"],
+                                             source.timestamp_format, timezone)
         negative = events["end_ts"] < events["ts"]
         if negative.any():
             raise RawDataError(path, "negative duration: the end is before the start", column=declared["end_ts"],

@@ -21,7 +21,7 @@ def synthetic_rows(runner, user):
 
 
 def test_single_user_materialises_exactly_that_user(built):
-    done = built.materialize_user("tokyo", "1004")
+    done = built.materialize_user("tokyo", "1004", "markov")
     weeks = built.user_weeks("tokyo", "1004")
     assert done == {"tokyo/weekly_segments": 1, "tokyo/synthetic_markov": len(weeks)}
     materialised = built.instance.get_materialized_partitions(SYNTHETIC)
@@ -33,7 +33,7 @@ def test_single_user_materialises_exactly_that_user(built):
 
     before = synthetic_rows(built, "1004")
     assert before[0] > 0
-    assert built.materialize_user("tokyo", "1004") == {"tokyo/weekly_segments": 0, "tokyo/synthetic_markov": 0}
+    assert built.materialize_user("tokyo", "1004", "markov") == {"tokyo/weekly_segments": 0, "tokyo/synthetic_markov": 0}
     assert synthetic_rows(built, "1004") == before
 
 
@@ -48,7 +48,7 @@ def test_a_change_to_one_users_raw_events_makes_only_that_user_stale(tmp_path, f
         changed = split[split.role == "individual"].user_id.iloc[0]  # population users would change the fit
         untouched = split[split.user_id != changed].user_id.iloc[0]
         for user in (changed, untouched):
-            runner.materialize_user("tokyo", user)
+            runner.materialize_user("tokyo", user, "markov")
         untouched_rows = synthetic_rows(runner, untouched)
 
         lines = read_gz_lines(data / "tokyo_checkins.csv.gz")
@@ -66,10 +66,10 @@ def test_a_change_to_one_users_raw_events_makes_only_that_user_stale(tmp_path, f
         stale = runner.stale_or_missing(SYNTHETIC, weeks[changed])
         assert stale == weeks[changed]
 
-        done = runner.materialize_user("tokyo", untouched)
+        done = runner.materialize_user("tokyo", untouched, "markov")
         assert done == {"tokyo/weekly_segments": 0, "tokyo/synthetic_markov": 0}
         assert synthetic_rows(runner, untouched) == untouched_rows
-        assert runner.materialize_user("tokyo", changed)["tokyo/synthetic_markov"] == len(weeks[changed])
+        assert runner.materialize_user("tokyo", changed, "markov")["tokyo/synthetic_markov"] == len(weeks[changed])
 
 
 def test_editing_one_sql_model_makes_only_that_model_stale(built, tmp_path):

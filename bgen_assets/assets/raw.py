@@ -60,7 +60,7 @@ def raw_event_asset(project: Project, dataset: str) -> AssetsDefinition:
     )
     def raw_events(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         path = locate(source, project)
-        events = load_events(path, source)
+        events = load_events(path, source, project.datasets[dataset].timezone)
         warehouse.replace_table(dataset, "raw_events", events)
         _register_partitions(context, dataset, events)
         return MaterializeResult(

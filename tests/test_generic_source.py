@@ -1,0 +1,48 @@
+"""A new dataset is a declaration: a Parquet file with its own column names and UTC offsets,
+mapped in the project file, flows through the same assets."""
+
+import pandas as pd
+
+from bgen_assets.config import ConfigError, load_project
+from bgen_assets.runs import Runner
+from conftest import project_instance, write_project
+
+
+def test_parquet_dataset_with_offsets_is_a_declaration(tmp_path, fixture_data):
+    tokyo = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str).head(600)
+    local = pd.to_datetime(tokyo["local_time"])
+    pd.DataFrame({
+        "uid": tokyo["user_id"],
+        "when": local.dt.tz_localize("Asia/Tokyo").dt.tz_convert("UTC"),  # stored in UTC
+        "place": tokyo["venue_category"],
+        "activity": tokyo["top_category"],
+    }).to_parquet(tmp_path / "city.parquet")
+
+    def declare(raw):
+        raw["datasets"] = {"city": {"description": "A city's check-ins.", "timezone": "Asia/Tokyo", "sources": {
+            "events": {"file": "city.parquet", "format": "parquet",
+                       "columns": {"user_id": "uid", "ts": "when", "location": "place", "intent": "activity"}}}}}
+        raw["scopes"] = {"demo": {}}
+
+    project = load_project(write_project(tmp_path, tmp_path, declare))
+    with project_instance(tmp_path / "dagster") as instance:
+        runner = Runner.for_project(project, instance)
+        runner.build_shared()
+        events = runner.warehouse.query("SELECT * FROM city.events ORDER BY user_id, ts, location")
+        assert len(events) == 600
+        expected = local.sort_values().reset_index(drop=True)
+        assert sorted(events["ts"]) == list(expected)  # back in local time
+        assert (events["weekday"] == events["ts"].dt.weekday).all()
+        assert runner.materialize_user("city", "1004", "markov")["city/synthetic_markov"] > 0
+
+
+def test_unknown_timezone_is_refused(tmp_path, fixture_data):
+    def declare(raw):
+        raw["datasets"]["tokyo"]["timezone"] = "Mars/Olympus"
+
+    try:
+        load_project(write_project(tmp_path, fixture_data, declare))
+    except ConfigError as error:
+        assert "datasets.tokyo.timezone" in str(error) and "Mars/Olympus" in str(error)
+    else:
+        raise AssertionError("an unknown timezone was accepted")
