@@ -123,8 +123,9 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
     schema = table_schema(catalog, "synthetic_events")
     log_schema = table_schema(catalog, "generation_log")
     deps = [AssetDep(AssetKey([dataset, "weekly_segments"]),  # its data version covers the user's profile too
-                     partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER)),
-            AssetDep(AssetKey([dataset, "vocabulary"]))]
+                     partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER))]
+    if kind.NEEDS_VOCABULARY:  # prompts and validation use the dataset's vocabulary table
+        deps.append(AssetDep(AssetKey([dataset, "vocabulary"])))
     if kind.NEEDS_FIT:
         deps.append(AssetDep(AssetKey([dataset, f"{spec.name}_model"])))
 

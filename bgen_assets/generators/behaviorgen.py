@@ -24,6 +24,7 @@ from bgen_assets.llm import BackendConfig, LLMRequest, Sampling
 from bgen_assets.llm import EventVocabulary
 from bgen_assets.llm.event_format import ParsedWeek, parse_week, parse_weeks, render_events, to_events
 
+NEEDS_VOCABULARY = True
 NEEDS_FIT = False
 PROMPTS = PROJECT_ROOT / "prompts"
 CONDITIONING_DAYS = {"1d": 1, "3d": 3, "7d": 7, "10d": 10}

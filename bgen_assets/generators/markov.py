@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+NEEDS_VOCABULARY = False
 NEEDS_FIT = True
 TOKEN_SEP, CONTEXT_SEP = "\x1f", "\x1e"
 BUCKET_MINUTES = 240
