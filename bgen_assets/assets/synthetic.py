@@ -22,7 +22,7 @@ from dagster import (
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import Project
 from bgen_assets.assets.users import PROFILE_ATTRIBUTES
-from bgen_assets.generators import GenerationContext, GeneratorSpec, WeekTask, generator_kind
+from bgen_assets.generators import LOG_DEFAULTS, GenerationContext, GeneratorSpec, WeekTask, generator_kind
 from bgen_assets.llm import EventVocabulary
 from bgen_assets.partitions import USER, WEEK, user_weeks
 from bgen_assets.schemas import table_schema, validate
@@ -73,11 +73,6 @@ def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDe
         )
 
     return fitted
-
-
-LOG_DEFAULTS = {"pass_at_1": False, "attempts": 0, "llm_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
-                "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,
-                "latency_s": 0.0, "transport_retries": 0, "errors": ""}
 
 
 def generation_context(project: Project, dataset: str, warehouse: Warehouse) -> GenerationContext:

@@ -93,6 +93,12 @@ def load_generator_specs(folder: Path = MODELS_DIR / "generators") -> list[Gener
     return specs
 
 
+# A generated week's accounting (a row of DS.synthetic_NAME_log); generators without an LLM keep these.
+LOG_DEFAULTS = {"pass_at_1": False, "attempts": 0, "llm_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
+                "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,
+                "latency_s": 0.0, "transport_retries": 0, "errors": ""}
+
+
 @dataclass
 class WeekTask:
     user: str

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bgen_assets.config import PROJECT_ROOT
 from bgen_assets.llm import BackendConfig, LLMRequest, Sampling
+from bgen_assets.generators import LOG_DEFAULTS
 from bgen_assets.llm import EventVocabulary
 from bgen_assets.llm.event_format import ParsedWeek, parse_week, parse_weeks, render_events, to_events
 
@@ -169,10 +170,7 @@ class Conversation:
     budget: int
     seed: list[int]
     weeks: list = field(default_factory=list)   # ParsedWeek per task, from the latest answer
-    log: dict = field(default_factory=lambda: {
-        "attempts": 0, "pass_at_1": False, "llm_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
-        "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,
-        "latency_s": 0.0, "transport_retries": 0, "errors": ""})
+    log: dict = field(default_factory=lambda: dict(LOG_DEFAULTS))
 
     @property
     def valid(self) -> bool:
@@ -224,7 +222,7 @@ def conversations_for(tasks, params: BehaviorGenParams, context) -> list[Convers
 
 
 def generate_weeks(model, tasks, spec, context, backend=None) -> list:
-    from bgen_assets.generators import WeekResult
+    from bgen_assets.generators import WeekResult  # the package imports this module lazily
 
     params = validate_params(spec.params)
     backend = backend or make_backend(params, context)
