@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from bgen_assets.config import MODELS_DIR, ConfigError, ScopeSelection
 from bgen_assets.llm import EventVocabulary
 
-KINDS = {"markov": "bgen_assets.generators.markov", "llm": "bgen_assets.generators.behaviorgen"}
+KINDS = {"markov": "bgen_assets.generators.markov", "llm": "bgen_assets.generators.behaviorgen",
+         "reference": "bgen_assets.generators.reference"}
 
 
 def generator_kind(kind: str):

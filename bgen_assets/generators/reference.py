@@ -1,0 +1,87 @@
+"""Reference generators that every comparison shows beside the others (no learning at all).
+
+`repeat_last_week`: the generated week is the user's conditioning real week itself, moved on by
+seven days. A strong fidelity reference and a deliberate privacy leak (the privacy gate must
+catch it).
+
+`other_population_week`: a real week of another population user, drawn at random (seeded per
+user-week) and moved onto the target week: what real-vs-real closeness looks like. The fitted
+model is the population users' events labelled with their week; `repeat_last_week` needs no
+population data, so its model table is empty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+NEEDS_VOCABULARY = False
+NEEDS_FIT = True
+EVENT_COLUMNS = ["ts", "weekday", "time_slot", "location", "intent"]
+MODEL_COLUMNS = ["user_id", "week", *EVENT_COLUMNS]
+
+
+class ReferenceParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["repeat_last_week", "other_population_week"]
+
+
+def code_files() -> list[Path]:
+    return [Path(__file__)]
+
+
+def validate_params(params: dict) -> ReferenceParams:
+    return ReferenceParams.model_validate(params)
+
+
+def monday_of(ts: pd.Series) -> pd.Series:
+    return ts.dt.normalize() - pd.to_timedelta(ts.dt.weekday, unit="D")
+
+
+def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
+    """The population users' events with their week (Monday, as in `weekly_segments`)."""
+    if validate_params(params).method == "repeat_last_week":
+        population_events = population_events.iloc[:0]
+    weeks = population_events.assign(week=monday_of(population_events["ts"]).dt.strftime("%Y-%m-%d"))
+    return weeks[MODEL_COLUMNS].astype({"weekday": "int64", "time_slot": "int64"}).reset_index(drop=True)
+
+
+def from_table(table: pd.DataFrame) -> pd.DataFrame:
+    return table.sort_values(["user_id", "week", "ts"], kind="stable", ignore_index=True)
+
+
+def shifted(week_events: pd.DataFrame, from_monday: pd.Timestamp, to_monday: pd.Timestamp) -> pd.DataFrame:
+    """A week's events moved onto another week (weekday and time of day unchanged)."""
+    moved = week_events[EVENT_COLUMNS].reset_index(drop=True)
+    return moved.assign(ts=moved["ts"] - from_monday + to_monday)
+
+
+def other_population_week(population: pd.DataFrame, user: str, rng: np.random.Generator) -> tuple[str, str]:
+    """(user, week) of a real population week that is not `user`'s."""
+    candidates = population.loc[population["user_id"] != user, ["user_id", "week"]].drop_duplicates()
+    if candidates.empty:
+        raise ValueError(f"no population week of a user other than {user!r} to draw from")
+    chosen = candidates.iloc[int(rng.integers(len(candidates)))]
+    return chosen["user_id"], chosen["week"]
+
+
+def generate_weeks(model: pd.DataFrame, tasks, spec, context) -> list:
+    from bgen_assets.generators import WeekResult
+
+    method = validate_params(spec.params).method
+    grouped = model.groupby(["user_id", "week"], sort=False) if len(model) else None
+    results = []
+    for task in tasks:
+        target = pd.Timestamp(task.week) + pd.Timedelta(days=7)
+        if method == "repeat_last_week":
+            source_week, events = task.week, task.history[task.history["week"] == task.week]
+        else:
+            source_user, source_week = other_population_week(model, task.user, np.random.default_rng(task.seed))
+            events = grouped.get_group((source_user, source_week))
+        results.append(WeekResult(shifted(events, pd.Timestamp(source_week), target)))
+    return results
