@@ -1,0 +1,397 @@
+"""Next-intent predictors: given a user's last N events and the weekday and time slot of the
+next event, rank all intents (NOTES.md sections 3, 4, 6).
+
+Frames in, frames out. Every function takes pandas frames of events with the columns of
+`DS.events` (user_id, ts, weekday, time_slot, location, intent). Two optional columns:
+
+  target  bool, default True: the rows whose intent is a training / evaluation target; the
+          other rows only serve as history (e.g. a user's train period before the test rows).
+  weight  float, default 1: the row's weight in the loss when it is a target.
+
+Rows are grouped into sequences by `sequence_keys(frame)`: user_id, and also target_week when
+the frame has it (a synthetic user-week is a sequence of its own, never spliced into the real
+one). Within a sequence rows are ordered by ts (then location).
+
+API:
+
+    from bgen_assets.predictors import PredictorConfig, fit, TrainedPredictor
+    from bgen_assets.predictors import metrics, pituning, behaviorlm
+
+    config = PredictorConfig(backbone="bert4rec")              # or "pituning"
+    population = fit(config, train={"real": real, "synthetic": synthetic}, valid=valid,
+                     intents=all_intents, on_epoch=run.log_epoch)
+        # train: one frame, or {source: frame}: loss = sum over sources of each source's
+        # weighted mean cross-entropy (the paper's CE(real) + CE(synthetic)).
+    user_model = fit(config, user_train, user_valid, init=population)   # plain fine-tune
+    user_model = pituning.fit_individual(population, user_train, user_valid)  # PITuning stage 2
+    user_model = behaviorlm.progressive_fit(config, user_train, user_valid, init=population)
+
+    predictions = user_model.predict(user_events_with_test_targets)    # Predictions
+    predictions.frame     # one row per target: user_id, ts, intent (true), predicted
+    predictions.scores    # [targets, intents] scores; predictions.intents names the columns
+    pooled, per_user = metrics.evaluate(predictions, anchors=metrics.anchor_intents(counts, 0.8))
+
+    user_model.save(directory); TrainedPredictor.load(directory)
+    user_model.history    # per-epoch train_loss / valid_loss / seconds; .best_epoch, .stopped_early
+
+Backbones are modules named in BACKBONES, each with a `Model(config, encoder)` (nn.Module)
+whose forward(batch) returns (target logits [B, intents], per-sample auxiliary loss or None).
+Training (`fit`) is shared: AdamW, seeded and deterministic (torch deterministic algorithms,
+seeded shuffling), early stopping on validation loss with the best epoch's weights restored,
+an optional `regulariser(model, batch, logits) -> scalar` added to every step's loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+BACKBONES = {"bert4rec": "bgen_assets.predictors.bert4rec", "pituning": "bgen_assets.predictors.pituning"}
+EVENT_FIELDS = ("weekday", "time_slot", "location", "intent")
+PAD, MASK, UNKNOWN = 0, 1, 2          # reserved ids of every vocabulary
+SPECIAL = ("<pad>", "<mask>", "<unk>")
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    backbone: str = "bert4rec"
+    history: int = 20                 # N: events before the predicted one
+    min_history: int = 1              # targets with fewer earlier events in their sequence are skipped
+    width: int = 64                   # embedding / hidden width
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 256
+    max_epochs: int = 20
+    patience: int = 3                 # epochs without a lower validation loss before stopping
+    mask_prob: float = 0.2            # Bert4Rec: share of history positions masked for the cloze loss
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"              # auto: CUDA when present, else CPU
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def sequence_keys(frame: pd.DataFrame) -> list[str]:
+    """The columns that identify a sequence: a synthetic user-week is its own sequence."""
+    return ["user_id", "target_week"] if "target_week" in frame.columns else ["user_id"]
+
+
+@dataclass
+class Vocabulary:
+    values: list                      # the known values; value i has id i + len(SPECIAL)
+
+    def __post_init__(self):
+        self.index = {value: i + len(SPECIAL) for i, value in enumerate(self.values)}
+
+    def __len__(self) -> int:
+        return len(self.values) + len(SPECIAL)
+
+    def encode(self, column: pd.Series) -> np.ndarray:
+        return column.map(self.index).fillna(UNKNOWN).to_numpy(dtype=np.int64)
+
+
+@dataclass
+class Windows:
+    """One sample per target row: ids [samples, N + 1, field] whose last position is the
+    predicted event (its location and intent masked), plus the target class."""
+
+    ids: torch.Tensor                 # [S, N + 1, 4] weekday, time_slot, location, intent ids
+    label: torch.Tensor               # [S] intent class, -100 when the intent is unknown to the model
+    weight: torch.Tensor              # [S]
+    source: torch.Tensor              # [S] index of the training source
+    rows: pd.DataFrame                # the target rows (user_id, ts, intent, ...) in sample order
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        ids = self.ids[index].to(device)
+        return {"weekday": ids[..., 0], "time_slot": ids[..., 1], "location": ids[..., 2],
+                "intent": ids[..., 3], "label": self.label[index].to(device),
+                "weight": self.weight[index].to(device), "source": self.source[index].to(device)}
+
+
+@dataclass
+class EventEncoder:
+    """Vocabularies of the four event fields; intents are also the classes ranked."""
+
+    vocabularies: dict[str, Vocabulary]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, intents: list[str] | None = None,
+            locations: list[str] | None = None) -> EventEncoder:
+        """Vocabularies from a training frame; `intents` / `locations` (e.g. the dataset's
+        vocabulary) fix the lists instead, so every intent gets a score."""
+        declared = {"intent": intents, "location": locations}
+        return cls({name: Vocabulary(sorted(declared.get(name) or frame[name].dropna().unique().tolist()))
+                    for name in EVENT_FIELDS})
+
+    @property
+    def intents(self) -> list[str]:
+        return self.vocabularies["intent"].values
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(vocab) for name, vocab in self.vocabularies.items()}
+
+    def to_json(self) -> dict:
+        return {name: [v.item() if hasattr(v, "item") else v for v in vocab.values]
+                for name, vocab in self.vocabularies.items()}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> EventEncoder:
+        return cls({name: Vocabulary(values) for name, values in raw.items()})
+
+    def windows(self, frame: pd.DataFrame, history: int, min_history: int = 1, source: int = 0) -> Windows:
+        """Every target row with at least `min_history` earlier events in its sequence becomes a
+        sample of its last `history` events (left-padded) plus itself with location/intent masked."""
+        keys = sequence_keys(frame)
+        frame = frame.sort_values([*keys, "ts", "location"], kind="stable")
+        ids = np.stack([self.vocabularies[name].encode(frame[name]) for name in EVENT_FIELDS], axis=1)
+        ids = np.concatenate([np.full((1, len(EVENT_FIELDS)), PAD, dtype=np.int64), ids])  # row 0: padding
+        new_sequence = frame[keys].ne(frame[keys].shift()).any(axis=1).to_numpy()
+        position = np.arange(len(frame))
+        start = np.maximum.accumulate(np.where(new_sequence, position, 0))
+        target = frame["target"].to_numpy(bool) if "target" in frame else np.ones(len(frame), bool)
+        chosen = np.flatnonzero(target & (position - start >= min_history))
+        span = chosen[:, None] + np.arange(-history, 1)[None, :]
+        window = ids[np.where(span >= start[chosen, None], span + 1, PAD)]
+        window[:, -1, 2:] = MASK
+        label = ids[chosen + 1, 3] - len(SPECIAL)
+        label = np.where(label >= 0, label, -100)
+        weight = frame["weight"].to_numpy(np.float32) if "weight" in frame else np.ones(len(frame), np.float32)
+        return Windows(torch.from_numpy(window), torch.from_numpy(label), torch.from_numpy(weight[chosen]),
+                       torch.full((len(chosen),), source, dtype=torch.long), frame.iloc[chosen])
+
+
+def backbone(name: str):
+    return import_module(BACKBONES[name])
+
+
+@dataclass
+class Predictions:
+    frame: pd.DataFrame               # user_id, ts, intent (true), predicted; one row per target
+    scores: np.ndarray                # [targets, len(intents)]
+    intents: list[str]
+
+    def ranked(self) -> list[list[str]]:
+        """Intents per target, best first; equal scores keep the intents' vocabulary order."""
+        order = np.argsort(-self.scores, axis=1, kind="stable")
+        return [[self.intents[i] for i in row] for row in order]
+
+
+@dataclass
+class TrainedPredictor:
+    config: PredictorConfig
+    encoder: EventEncoder
+    model: nn.Module
+    history: list[dict] = field(default_factory=list)   # per epoch: epoch, train_loss, valid_loss, seconds
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    def windows(self, frame: pd.DataFrame, source: int = 0) -> Windows:
+        return self.encoder.windows(frame, self.config.history, self.config.min_history, source)
+
+    @torch.no_grad()
+    def logits(self, windows: Windows) -> torch.Tensor:
+        device = self.config.resolved_device()
+        self.model.to(device).eval()
+        parts = [self.model(windows.batch(index, device))[0].float().cpu()
+                 for index in torch.arange(len(windows)).split(max(self.config.batch_size, 1024))]
+        return torch.cat(parts) if parts else torch.empty(0, len(self.encoder.intents))
+
+    def predict(self, frame: pd.DataFrame) -> Predictions:
+        """Scores (log-probabilities) of every intent for each target row of the frame."""
+        windows = self.windows(frame)
+        with _torch_settings(self.config):
+            scores = torch.log_softmax(self.logits(windows), dim=-1).numpy()
+        rows = windows.rows[[c for c in ("user_id", "ts", "intent") if c in windows.rows]].reset_index(drop=True)
+        rows["predicted"] = [self.encoder.intents[i] for i in scores.argmax(axis=1)] if len(rows) else []
+        return Predictions(rows, scores, list(self.encoder.intents))
+
+    def target_losses(self, frame: pd.DataFrame) -> pd.Series:
+        """Cross-entropy of each target row (index: the frame's index); NaN for unknown intents."""
+        windows = self.windows(frame)
+        with _torch_settings(self.config):
+            losses = nn.functional.cross_entropy(self.logits(windows), windows.label, reduction="none",
+                                                 ignore_index=-100)
+        losses[windows.label < 0] = float("nan")
+        return pd.Series(losses.numpy(), index=windows.rows.index, name="loss")
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), directory / "model.pt")
+        (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+        (directory / "vocabulary.json").write_text(json.dumps(self.encoder.to_json()))
+        (directory / "history.json").write_text(json.dumps(
+            {"epochs": self.history, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early}, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainedPredictor:
+        directory = Path(directory)
+        config = PredictorConfig(**json.loads((directory / "config.json").read_text()))
+        encoder = EventEncoder.from_json(json.loads((directory / "vocabulary.json").read_text()))
+        model = backbone(config.backbone).Model(config, encoder)
+        model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
+        history = json.loads((directory / "history.json").read_text())
+        return cls(config, encoder, model, history["epochs"], history["best_epoch"], history["stopped_early"])
+
+
+@contextmanager
+def _torch_settings(config: PredictorConfig) -> Iterator[None]:
+    """Thread count and deterministic algorithms for one training, restored afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # needed for deterministic CUDA matmuls
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _sources(train: pd.DataFrame | Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    return dict(train) if isinstance(train, Mapping) else {"train": train}
+
+
+def _concat(windows: list[Windows]) -> Windows:
+    return Windows(torch.cat([w.ids for w in windows]), torch.cat([w.label for w in windows]),
+                   torch.cat([w.weight for w in windows]), torch.cat([w.source for w in windows]),
+                   pd.concat([w.rows for w in windows]))
+
+
+def sample_losses(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample training loss (target cross-entropy + the backbone's auxiliary loss) and the logits."""
+    logits, auxiliary = model(batch)
+    losses = nn.functional.cross_entropy(logits, batch["label"].clamp(min=0), reduction="none")
+    losses = losses * (batch["label"] >= 0)
+    return (losses if auxiliary is None else losses + auxiliary), logits
+
+
+def summed_source_loss(losses: torch.Tensor, batch: dict[str, torch.Tensor], n_sources: int) -> torch.Tensor:
+    """Sum over sources of each source's weighted mean loss in the batch."""
+    weight = batch["weight"] * (batch["label"] >= 0)
+    per_source_loss = torch.zeros(n_sources, device=losses.device).index_add(0, batch["source"], losses * weight)
+    per_source_weight = torch.zeros(n_sources, device=losses.device).index_add(0, batch["source"], weight)
+    return (per_source_loss / per_source_weight.clamp(min=1e-12)).sum()
+
+
+def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame],
+        valid: pd.DataFrame | None = None, *, init: TrainedPredictor | None = None,
+        intents: list[str] | None = None, locations: list[str] | None = None,
+        regulariser: Callable[[nn.Module, dict, torch.Tensor], torch.Tensor] | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> TrainedPredictor:
+    """Train `config.backbone` on the target rows of `train` (one frame or {source: frame}).
+
+    init: start from this predictor's weights and vocabularies (fine-tuning); otherwise the
+    vocabularies come from the training frames (or the given intents / locations lists).
+    valid: target rows scored each epoch; training stops after `patience` epochs without a lower
+    validation loss and the best epoch's weights are kept. Without it all max_epochs run.
+    on_epoch(epoch, {"train_loss", "valid_loss", "seconds"}) is called after every epoch.
+    """
+    sources = _sources(train)
+    device = config.resolved_device()
+    with _torch_settings(config):
+        torch.manual_seed(config.seed)
+        if init is not None:
+            encoder, model = init.encoder, copy.deepcopy(init.model)
+        else:
+            encoder = EventEncoder.fit(pd.concat(sources.values()), intents, locations)
+            model = backbone(config.backbone).Model(config, encoder)
+        predictor = TrainedPredictor(config, encoder, model.to(device))
+        samples = _concat([predictor.windows(frame, source=i) for i, frame in enumerate(sources.values())])
+        valid_samples = predictor.windows(valid) if valid is not None else None
+        if len(samples) == 0:
+            raise ValueError("no training samples: no target row has enough history")
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        shuffler = torch.Generator().manual_seed(config.seed)
+        best_loss, best_state, stale = float("inf"), None, 0
+        for epoch in range(1, config.max_epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            total, count = 0.0, 0
+            for index in torch.randperm(len(samples), generator=shuffler).split(config.batch_size):
+                batch = samples.batch(index, device)
+                losses, logits = sample_losses(model, batch)
+                loss = summed_source_loss(losses, batch, len(sources))
+                if regulariser is not None:
+                    loss = loss + regulariser(model, batch, logits)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total, count = total + loss.item() * len(index), count + len(index)
+            record = {"epoch": epoch, "train_loss": total / count}
+            if valid_samples is not None and len(valid_samples):
+                record["valid_loss"] = _mean_loss(model, valid_samples, device, config.batch_size)
+            record["seconds"] = time.perf_counter() - started
+            predictor.history.append(record)
+            if on_epoch is not None:
+                on_epoch(epoch, {k: v for k, v in record.items() if k != "epoch"})
+            if "valid_loss" not in record:
+                continue
+            if record["valid_loss"] < best_loss:
+                best_loss, stale, predictor.best_epoch = record["valid_loss"], 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    predictor.stopped_early = True
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            predictor.best_epoch = len(predictor.history)
+    model.eval()
+    return predictor
+
+
+@torch.no_grad()
+def _mean_loss(model: nn.Module, windows: Windows, device: torch.device, batch_size: int) -> float:
+    """Weighted mean target cross-entropy (no auxiliary loss, no dropout)."""
+    model.eval()
+    total = weight_sum = 0.0
+    for index in torch.arange(len(windows)).split(max(batch_size, 1024)):
+        batch = windows.batch(index, device)
+        logits, _ = model(batch)
+        losses = nn.functional.cross_entropy(logits, batch["label"].clamp(min=0), reduction="none")
+        weight = batch["weight"] * (batch["label"] >= 0)
+        total += float((losses * weight).sum())
+        weight_sum += float(weight.sum())
+    model.train()
+    return total / max(weight_sum, 1e-12)
+
+
+class EventEmbedding(nn.Module):
+    """An event's embedding: the sum of its weekday, time slot, location and intent embeddings."""
+
+    def __init__(self, encoder: EventEncoder, width: int):
+        super().__init__()
+        self.tables = nn.ModuleDict({name: nn.Embedding(size, width, padding_idx=PAD)
+                                     for name, size in encoder.sizes().items()})
+
+    def forward(self, batch: dict[str, torch.Tensor], fields=EVENT_FIELDS) -> torch.Tensor:
+        return sum(self.tables[name](batch[name]) for name in fields)
