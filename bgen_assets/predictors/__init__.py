@@ -32,7 +32,7 @@ API:
     pooled, per_user = metrics.evaluate(predictions, anchors=metrics.anchor_intents(counts, 0.8))
 
     user_model.save(directory); TrainedPredictor.load(directory)
-    user_model.history    # per-epoch train_loss / valid_loss / seconds; .best_epoch, .stopped_early
+    user_model.history    # per epoch: train_loss, valid_loss, regulariser, seconds; .best_epoch, .stopped_early
 
 Backbones are modules named in BACKBONES, each with a `Model(config, encoder)` (nn.Module)
 whose forward(batch) returns (target logits [B, intents], per-sample auxiliary loss or None).
@@ -151,9 +151,6 @@ class EventEncoder:
     @property
     def intents(self) -> list[str]:
         return self.vocabularies["intent"].values
-
-    def sizes(self) -> dict[str, int]:
-        return {name: len(vocab) for name, vocab in self.vocabularies.items()}
 
     def to_json(self) -> dict:
         return {name: [v.item() if hasattr(v, "item") else v for v in vocab.values]
@@ -311,7 +308,9 @@ def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame
     vocabularies come from the training frames (or the given intents / locations lists).
     valid: target rows scored each epoch; training stops after `patience` epochs without a lower
     validation loss and the best epoch's weights are kept. Without it all max_epochs run.
-    on_epoch(epoch, {"train_loss", "valid_loss", "seconds"}) is called after every epoch.
+    regulariser(model, batch, target_logits) -> scalar is added to every step's loss (its epoch
+    mean is recorded as "regulariser"; train_loss includes it).
+    on_epoch(epoch, {"train_loss", "valid_loss", "regulariser", "seconds"}) follows every epoch.
     """
     sources = _sources(train)
     device = config.resolved_device()
@@ -333,18 +332,23 @@ def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame
         for epoch in range(1, config.max_epochs + 1):
             started = time.perf_counter()
             model.train()
-            total, count = 0.0, 0
+            total = penalty_total = 0.0
+            count = 0
             for index in torch.randperm(len(samples), generator=shuffler).split(config.batch_size):
                 batch = samples.batch(index, device)
                 losses, logits = sample_losses(model, batch)
                 loss = summed_source_loss(losses, batch, len(sources))
                 if regulariser is not None:
-                    loss = loss + regulariser(model, batch, logits)
+                    penalty = regulariser(model, batch, logits)
+                    loss = loss + penalty
+                    penalty_total += penalty.item() * len(index)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 total, count = total + loss.item() * len(index), count + len(index)
             record = {"epoch": epoch, "train_loss": total / count}
+            if regulariser is not None:
+                record["regulariser"] = penalty_total / count
             if valid_samples is not None and len(valid_samples):
                 record["valid_loss"] = _mean_loss(model, valid_samples, device, config.batch_size)
             record["seconds"] = time.perf_counter() - started
@@ -388,10 +392,10 @@ def _mean_loss(model: nn.Module, windows: Windows, device: torch.device, batch_s
 class EventEmbedding(nn.Module):
     """An event's embedding: the sum of its weekday, time slot, location and intent embeddings."""
 
-    def __init__(self, encoder: EventEncoder, width: int):
+    def __init__(self, encoder: EventEncoder, width: int, fields: tuple[str, ...] = EVENT_FIELDS):
         super().__init__()
-        self.tables = nn.ModuleDict({name: nn.Embedding(size, width, padding_idx=PAD)
-                                     for name, size in encoder.sizes().items()})
+        self.tables = nn.ModuleDict({name: nn.Embedding(len(encoder.vocabularies[name]), width, padding_idx=PAD)
+                                     for name in fields})
 
-    def forward(self, batch: dict[str, torch.Tensor], fields=EVENT_FIELDS) -> torch.Tensor:
-        return sum(self.tables[name](batch[name]) for name in fields)
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(table(batch[name]) for name, table in self.tables.items())
