@@ -14,7 +14,8 @@ import pytest
 import yaml
 from dagster import instance_for_test
 
-from bgen_assets.config import PROJECT_ROOT, load_project
+from bgen_assets.catalog import Catalog
+from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
 from bgen_assets.runs import Runner
 
 SHARED_DATA = Path(os.environ.get("BGEN_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
@@ -80,5 +81,25 @@ def built(tmp_path_factory, fixture_data):
     project = load_project(write_project(folder, fixture_data))
     with project_instance(folder / "dagster") as instance:
         runner = Runner.for_project(project, instance)
+        runner.build_shared()
+        yield runner
+
+
+@contextmanager
+def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
+    """The fixture project with one generator declaration only (the repository's, `params` laid
+    over its own), its shared assets and that generator's model materialised."""
+    models = folder / "models"
+    shutil.copytree(MODELS_DIR, models)
+    for declaration in (models / "generators").glob("*.yml"):
+        if declaration.stem != name:
+            declaration.unlink()
+    declaration = yaml.safe_load((models / "generators" / f"{name}.yml").read_text())
+    declaration["params"] = {**declaration.get("params", {}), **params}
+    declaration.pop("scope", None)  # the project's demo scope applies
+    (models / "generators" / f"{name}.yml").write_text(yaml.safe_dump(declaration))
+    project = load_project(write_project(folder, data_dir))
+    with project_instance(folder / "dagster") as instance:
+        runner = Runner.for_project(project, instance, Catalog(project, models))
         runner.build_shared()
         yield runner

@@ -47,10 +47,11 @@ def generator_code_version(spec: GeneratorSpec) -> str:
 
 def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
     kind = generator_kind(spec.kind)
+    profiled = getattr(kind, "NEEDS_PROFILES", False)  # fitted with each population user's profile columns
 
     @asset(
         key=[dataset, f"{spec.name}_model"],
-        deps=[AssetKey([dataset, "events"]), AssetKey([dataset, "user_split"])],
+        deps=[AssetKey([dataset, name]) for name in ("events", "user_split", *(["profiles"] if profiled else []))],
         group_name=SYNTHETIC_GROUP,
         pool=DUCKDB_POOL,
         description=f"Generator `{spec.name}` fitted on the population users. {spec.description}",
@@ -58,9 +59,11 @@ def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDe
         kinds={"duckdb", "python"},
     )
     def fitted(warehouse: Warehouse) -> MaterializeResult:
+        profile_columns = "".join(f", p.{a}" for a in PROFILE_ATTRIBUTES) if profiled else ""
+        profile_join = f'JOIN "{dataset}".profiles p USING (user_id) ' if profiled else ""
         population = warehouse.query(
-            f'SELECT e.* FROM "{dataset}".events e JOIN "{dataset}".user_split s USING (user_id) '
-            "WHERE s.role = 'population' ORDER BY user_id, ts"
+            f'SELECT e.*{profile_columns} FROM "{dataset}".events e JOIN "{dataset}".user_split s USING (user_id) '
+            f"{profile_join}WHERE s.role = 'population' ORDER BY user_id, ts"
         )
         started = time.perf_counter()
         table = kind.fit(population, spec.params, project.slot_minutes)

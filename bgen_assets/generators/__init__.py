@@ -5,18 +5,22 @@ A kind is a module with:
   NEEDS_FIT: bool, and when true `fit(population_events, params, slot_minutes) -> table` and
              `from_table(table) -> model` (the fitted model is the asset `DS/NAME_model`);
   validate_params(params) -> params, raising ValueError on a bad declaration;
-  generate_weeks(model, tasks, spec, context) -> one WeekResult per WeekTask.
+  generate_weeks(model, tasks, spec, context) -> one WeekResult per WeekTask;
+optionally NEEDS_PROFILES: bool (fit's population events then carry the users' profile columns)
+and model_metadata(model) -> dict (e.g. its number of parameters).
 A task's history holds only the user's real events up to and including its week, so no
 generator can see a user's later (validation or test) data.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -25,7 +29,8 @@ from bgen_assets.config import MODELS_DIR, ConfigError, ScopeSelection
 from bgen_assets.llm import EventVocabulary
 
 KINDS = {"markov": "bgen_assets.generators.markov", "llm": "bgen_assets.generators.behaviorgen",
-         "reference": "bgen_assets.generators.reference"}
+         "reference": "bgen_assets.generators.reference",
+         "sdv_par": "bgen_assets.generators.sdv_par", "seqgan": "bgen_assets.generators.seqgan"}
 
 
 def generator_kind(kind: str):
@@ -92,6 +97,39 @@ def load_generator_specs(folder: Path = MODELS_DIR / "generators") -> list[Gener
         except ValueError as exc:
             raise ConfigError(f"invalid generator declaration {folder / name}.yml: {exc}") from None
     return specs
+
+
+def artifact_table(payload: bytes) -> pd.DataFrame:
+    """A fitted model that is one serialised object, as a one-row table. Base64 text keeps it a
+    plain string column that the warehouse, the schema check and the data-version hash all handle."""
+    return pd.DataFrame({"payload": [base64.b64encode(payload).decode("ascii")]})
+
+
+def artifact_bytes(table: pd.DataFrame) -> bytes:
+    return base64.b64decode(table["payload"].iloc[0])
+
+
+def week_of(ts: pd.Series) -> pd.Series:
+    """Monday of each time's week, YYYY-MM-DD (the `week` of weekly_segments)."""
+    return (ts.dt.normalize() - pd.to_timedelta(ts.dt.weekday, unit="D")).dt.strftime("%Y-%m-%d")
+
+
+def week_events(week: str, slot_of_week: np.ndarray, locations, intents, rng: np.random.Generator,
+                slot_minutes: int) -> pd.DataFrame:
+    """Events of the week after `week` at the given time-of-week slots (weekday x slots per day +
+    time slot), each at a random minute inside its slot, sorted by time. Weekday and time slot are
+    both derived from that one value, so they always agree with `ts`."""
+    slots_per_day = 1440 // slot_minutes
+    slot_of_week = np.asarray(slot_of_week, dtype="int64")
+    minutes = slot_of_week * slot_minutes + rng.integers(0, slot_minutes, len(slot_of_week))
+    order = np.argsort(minutes, kind="stable")
+    return pd.DataFrame({
+        "ts": pd.Timestamp(week) + pd.Timedelta(days=7) + pd.to_timedelta(minutes[order], unit="min"),
+        "weekday": slot_of_week[order] // slots_per_day,
+        "time_slot": slot_of_week[order] % slots_per_day,
+        "location": np.asarray(locations, dtype=object)[order],
+        "intent": np.asarray(intents, dtype=object)[order],
+    })
 
 
 # A generated week's accounting (a row of DS.synthetic_NAME_log); generators without an LLM keep these.
