@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 3000
 PYTEST_ARGS ?=
+MLFLOW_PORT ?= 5000
 
-.PHONY: setup demo test ui user bench
+.PHONY: setup demo test ui user bench mlflow
 
 setup: $(STAMP)
 
@@ -39,3 +40,11 @@ user: setup
 # Measured figures (client throughput, tokens per event, SmolLM2 Pass@1 ...) into $$BGEN_HOME/bench/results.json.
 bench: setup
 	$(BIN)/python -m bgen_assets.bench $(if $(ONLY),--only $(ONLY))
+
+# The MLflow UI on 127.0.0.1:$(MLFLOW_PORT) over the local tracking store (bgen_assets/tracking.py).
+mlflow: setup
+	@store="$$($(BIN)/python -c 'from bgen_assets.config import project; print(project().home / "mlflow")')"; \
+	mkdir -p "$$store"; \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true exec $(BIN)/mlflow server \
+	  --backend-store-uri "sqlite:///$$store/mlflow.db" --artifacts-destination "$$store/artifacts" \
+	  --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1

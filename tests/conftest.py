@@ -85,6 +85,17 @@ def built(tmp_path_factory, fixture_data):
         yield runner
 
 
+@pytest.fixture(scope="session")
+def tokyo_events(fixture_data) -> pd.DataFrame:
+    """The fixture's Tokyo check-ins as `DS.events` rows (weekday 0 = Monday, 30-minute slots)."""
+    raw = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str)
+    ts = pd.to_datetime(raw["local_time"])
+    events = pd.DataFrame({"user_id": raw["user_id"], "ts": ts, "weekday": ts.dt.weekday,
+                           "time_slot": (ts.dt.hour * 60 + ts.dt.minute) // 30,
+                           "location": raw["venue_category"], "intent": raw["top_category"]})
+    return events.sort_values(["user_id", "ts", "location"]).reset_index(drop=True)
+
+
 @contextmanager
 def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
     """The fixture project with one generator declaration only (the repository's, `params` laid

@@ -20,20 +20,10 @@ VALID_FROM = pd.Timestamp("2019-03-01")
 
 
 @pytest.fixture(scope="module")
-def events(fixture_data) -> pd.DataFrame:
-    """The fixture's Tokyo check-ins as `DS.events` rows (weekday 0 = Monday, 30-minute slots)."""
-    raw = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str)
-    ts = pd.to_datetime(raw["local_time"])
-    frame = pd.DataFrame({"user_id": raw["user_id"], "ts": ts, "weekday": ts.dt.weekday,
-                          "time_slot": (ts.dt.hour * 60 + ts.dt.minute) // 30,
-                          "location": raw["venue_category"], "intent": raw["top_category"]})
-    return frame.sort_values(["user_id", "ts", "location"]).reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def split(events):
+def split(tokyo_events):
     """train: events before March; valid: every event, March onwards as targets."""
-    return events[events.ts < VALID_FROM], events.assign(target=events.ts >= VALID_FROM)
+    before = tokyo_events.ts < VALID_FROM
+    return tokyo_events[before], tokyo_events.assign(target=~before)
 
 
 @pytest.mark.parametrize("backbone", ["bert4rec", "pituning"])
@@ -49,8 +39,8 @@ def test_backbones_learn_and_beat_the_uniform_ranking(split, backbone):
     assert set(per_user.user_id) == set(valid[valid.target].user_id)
 
 
-def test_early_stopping_stops_and_keeps_the_best_epoch(events):
-    one_user = events[events.user_id == "1004"].reset_index(drop=True)
+def test_early_stopping_stops_and_keeps_the_best_epoch(tokyo_events):
+    one_user = tokyo_events[tokyo_events.user_id == "1004"].reset_index(drop=True)
     train, valid = one_user.iloc[:60], one_user.iloc[:90].assign(target=one_user.index[:90] >= 60)
     config = dataclasses.replace(TINY, lr=0.03, max_epochs=40, patience=2)   # overfits 60 events fast
     predictor = fit(config, train, valid)
@@ -74,11 +64,11 @@ def test_same_seed_same_scores_and_save_load_round_trip(split, tmp_path):
     assert loaded.history == first.history and loaded.best_epoch == first.best_epoch
 
 
-def test_synthetic_user_weeks_are_sequences_of_their_own(events, split):
+def test_synthetic_user_weeks_are_sequences_of_their_own(tokyo_events, split):
     train, valid = split
-    weeks = events.ts.dt.to_period("W-SUN").dt.start_time
-    synthetic = events.assign(target_week=(weeks + pd.Timedelta(days=7)).dt.strftime("%Y-%m-%d"),
-                              ts=events.ts + pd.Timedelta(days=7))
+    weeks = tokyo_events.ts.dt.to_period("W-SUN").dt.start_time
+    synthetic = tokyo_events.assign(target_week=(weeks + pd.Timedelta(days=7)).dt.strftime("%Y-%m-%d"),
+                                    ts=tokyo_events.ts + pd.Timedelta(days=7))
     windows = EventEncoder.fit(train).windows(synthetic, history=TINY.history)
     # the first event of every synthetic user-week has no history: no sample
     assert len(windows) == len(synthetic) - synthetic.groupby(["user_id", "target_week"]).ngroups
@@ -115,10 +105,10 @@ def test_behaviorlm_subset_is_balanced_and_favours_hard_samples():
     assert (losses[chosen[is_anchor[chosen]]] == 10.0).sum() >= 9
 
 
-def test_pituning_individual_stage_stays_near_the_population(split, events):
+def test_pituning_individual_stage_stays_near_the_population(split, tokyo_events):
     train, valid = split
     population = fit(dataclasses.replace(TINY, backbone="pituning", max_epochs=2), train, valid)
-    user = events[events.user_id == "1172"]
+    user = tokyo_events[tokyo_events.user_id == "1172"]
     stage = dataclasses.replace(population.config, max_epochs=3)
     regularised = fit_individual(population, user, l2sp=1.0, kl=1.0, config=stage)
     free = fit_individual(population, user, l2sp=0.0, kl=0.0, alpha=0.0, config=stage)

@@ -1,0 +1,151 @@
+"""MLflow tracking of predictor trainings, as a Dagster resource.
+
+Store: `tracking_uri` when set, else $BGEN_MLFLOW_URI, else sqlite:///STATE/mlflow/mlflow.db
+with artifacts under STATE/mlflow/artifacts (`make mlflow` serves the UI on that store).
+One experiment per dataset. Every training is a run; per-user fine-tunes are child runs
+(tag mlflow.parentRunId) of their configuration's run.
+
+    tracking = MlflowTracking()
+    with tracking.training_run("tokyo", "bert4rec pretrain on real+markov", config=config,
+                               lineage={"tokyo/pretrain_markov": data_version}) as run:
+        predictor = fit(config, train, valid, on_epoch=run.log_epoch)
+        run.log_metrics(pooled)             # final figures
+        run.log_model(predictor)            # artifact `model/`
+        with run.child("user 1004: finetune on markov", lineage={...}) as child:
+            ...
+    run.run_id, run.url                     # for asset metadata
+
+Only what the caller passes is logged (params, metrics, tags): never the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from bgen_assets.config import project
+
+LINEAGE_TAG = "bgen.lineage."   # + asset key -> data version of the training set's inputs
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_store(home: Path) -> tuple[str, Path]:
+    """The local store under the state directory: (tracking URI, artifact root)."""
+    return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", home / "mlflow" / "artifacts"
+
+
+@dataclass
+class TrainingRun:
+    client: Any                       # mlflow.MlflowClient
+    tracking: MlflowTracking
+    dataset: str
+    run_id: str
+    experiment_id: str
+
+    @property
+    def url(self) -> str:
+        base = self.tracking.uri()
+        base = base if base.startswith("http") else "http://127.0.0.1:5000"   # `make mlflow`
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+    def log_epoch(self, epoch: int, figures: Mapping[str, float]) -> None:
+        """Per-epoch figures as metric history (step = epoch); fits `fit(on_epoch=...)`."""
+        from mlflow.entities import Metric
+
+        self.client.log_batch(self.run_id, metrics=[Metric(_metric_name(name), float(value), _now_ms(), epoch)
+                                                    for name, value in figures.items()])
+
+    def log_metrics(self, figures: Mapping[str, float], prefix: str = "") -> None:
+        from mlflow.entities import Metric
+
+        self.client.log_batch(self.run_id, metrics=[Metric(prefix + _metric_name(name), float(value), _now_ms(), 0)
+                                                    for name, value in figures.items()])
+
+    def log_model(self, predictor) -> None:
+        """The predictor's directory (weights, config, vocabulary, history) as artifact `model/`."""
+        with tempfile.TemporaryDirectory() as directory:
+            self.client.log_artifacts(self.run_id, str(predictor.save(Path(directory) / "model")), "model")
+
+    @contextmanager
+    def child(self, run_name: str, **options) -> Iterator[TrainingRun]:
+        with self.tracking.training_run(self.dataset, run_name, parent=self, **options) as run:
+            yield run
+
+
+class MlflowTracking(ConfigurableResource):
+    """Where training runs are tracked (see the module docstring for the defaults)."""
+
+    tracking_uri: str | None = Field(default=None, description="default: $BGEN_MLFLOW_URI, else the local store")
+    artifact_root: str | None = Field(default=None, description="default: STATE/mlflow/artifacts for the local store")
+
+    def uri(self) -> str:
+        return self.tracking_uri or os.environ.get("BGEN_MLFLOW_URI") or default_store(project().home)[0]
+
+    def _artifact_root(self) -> Path | None:
+        if self.artifact_root:
+            return Path(self.artifact_root)
+        uri, root = default_store(project().home)
+        return root if self.uri() == uri else None   # a server or other store decides itself
+
+    def client(self):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow import MlflowClient
+
+        if self.uri().startswith("sqlite:///"):
+            Path(self.uri().removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.uri())
+
+    def experiment_id(self, client, dataset: str) -> str:
+        experiment = client.get_experiment_by_name(dataset)
+        if experiment is not None:
+            return experiment.experiment_id
+        root = self._artifact_root()
+        return client.create_experiment(dataset, artifact_location=(root / dataset).as_uri() if root else None)
+
+    @contextmanager
+    def training_run(self, dataset: str, run_name: str, *, config=None, params: Mapping[str, Any] | None = None,
+                     lineage: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
+                     parent: TrainingRun | str | None = None) -> Iterator[TrainingRun]:
+        """A run in experiment `dataset`, ended FINISHED, or FAILED when the block raises.
+
+        config: a PredictorConfig (logged field by field) or a mapping; params: further params.
+        lineage: asset key -> data version of what it was trained on (tags bgen.lineage.KEY).
+        parent: the configuration's run (or its id) for a per-user child run."""
+        client = self.client()
+        all_tags = {"bgen.dataset": dataset, **(tags or {}),
+                    **{LINEAGE_TAG + key: str(version) for key, version in (lineage or {}).items()}}
+        if parent is not None:
+            all_tags[PARENT_TAG] = parent if isinstance(parent, str) else parent.run_id
+        experiment = self.experiment_id(client, dataset)
+        run = client.create_run(experiment, run_name=run_name, tags=all_tags)
+        tracked = TrainingRun(client, self, dataset, run.info.run_id, experiment)
+        from mlflow.entities import Param
+
+        config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
+        client.log_batch(tracked.run_id, params=[Param(key, str(value))
+                                                 for key, value in {**config, **(params or {})}.items()])
+        try:
+            yield tracked
+        except BaseException:
+            client.set_terminated(tracked.run_id, "FAILED")
+            raise
+        client.set_terminated(tracked.run_id, "FINISHED")
+
+
+def _metric_name(name: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and space: ndcg@5 -> ndcg_at_5."""
+    return name.replace("@", "_at_")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
