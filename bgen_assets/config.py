@@ -105,6 +105,16 @@ class ScopeSelection(StrictModel):
     max_weeks_per_user: int | None = Field(default=None, gt=0)
 
 
+class PrivacyGate(StrictModel):
+    """Thresholds of the blocking privacy check on every synthetic table (`DS/privacy_NAME`)."""
+
+    overlap: float = Field(0.5, gt=0, le=1, description="a synthetic week this close to a real week counts as a near copy")
+    max_share_weeks_at_overlap: float = Field(
+        0.2, ge=0, le=1, description="largest share of synthetic weeks allowed to have a real week at least `overlap` close")
+    max_membership_inference_accuracy: float = Field(
+        0.75, ge=0.5, le=1, description="best cross-validated accuracy of the membership attacks allowed")
+
+
 class Project(StrictModel):
     state_dir: Path = Path(".bgen")
     data_dir: Path | None = None
@@ -114,6 +124,7 @@ class Project(StrictModel):
     scope: str = "demo"
     scopes: dict[str, dict[str, ScopeSelection]]
     datasets: dict[str, Dataset]
+    privacy_gate: PrivacyGate = PrivacyGate()
 
     @field_validator("slot_minutes")
     @classmethod

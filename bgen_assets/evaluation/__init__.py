@@ -1,0 +1,1 @@
+"""Fidelity and privacy metrics of synthetic data, the privacy gate, and the evaluation plots."""

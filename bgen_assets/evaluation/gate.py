@@ -1,0 +1,58 @@
+"""The privacy gate: a synthetic table may feed training only if its privacy evaluation passed
+the thresholds declared under `privacy_gate:` in bgen_project.yml and still describes the
+table as it is now."""
+
+from __future__ import annotations
+
+import math
+
+from bgen_assets.config import PrivacyGate
+from bgen_assets.warehouse import Warehouse
+
+
+def judge(summary: dict, gate: PrivacyGate) -> tuple[bool, str]:
+    """Verdict on the `all` row of a privacy table: (passed, reason naming thresholds and values)."""
+    if not summary["synthetic_weeks"]:
+        return True, "no synthetic weeks to evaluate"
+    share, attack = summary["share_top1_at_least"], summary["mia_accuracy"]
+    share_text = (f"{share:.1%} of {summary['synthetic_weeks']} synthetic weeks have a real week with overlap "
+                  f">= {gate.overlap:g} (privacy_gate.max_share_weeks_at_overlap = {gate.max_share_weeks_at_overlap:.1%})")
+    attack_text = ("membership inference not evaluable (no users outside the generator's input)" if math.isnan(attack)
+                   else f"membership inference accuracy {attack:.3f} (privacy_gate.max_membership_inference_accuracy "
+                        f"= {gate.max_membership_inference_accuracy:g})")
+    failures = [text for text, failed in [
+        (share_text, share > gate.max_share_weeks_at_overlap),
+        (attack_text, not math.isnan(attack) and attack > gate.max_membership_inference_accuracy),
+    ] if failed]
+    if failures:
+        return False, "privacy gate failed: " + "; ".join(failures)
+    return True, f"privacy gate passed: {share_text}; {attack_text}"
+
+
+def table_exists(warehouse: Warehouse, schema: str, table: str) -> bool:
+    return bool(warehouse.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = ? "
+                                "AND table_name = ?", [schema, table])["n"].iloc[0])
+
+
+def synthetic_fingerprint(warehouse: Warehouse, dataset: str, generator: str) -> str:
+    """Row count and an order-independent content hash of `DS.synthetic_NAME` ('0:0' if absent)."""
+    table = f"synthetic_{generator}"
+    if not table_exists(warehouse, dataset, table):
+        return "0:0"
+    row = warehouse.query(f'SELECT count(*) AS n, coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR AS h FROM "{dataset}"."{table}" t')
+    return f"{row['n'].iloc[0]}:{row['h'].iloc[0]}"
+
+
+def gate_verdict(warehouse: Warehouse, dataset: str, generator: str) -> tuple[bool, str]:
+    """Whether `DS/synthetic_NAME` may be used for training: its stored privacy verdict, provided
+    the evaluation exists and was made on the table's current content."""
+    table = f"privacy_{generator}"
+    if not table_exists(warehouse, dataset, table):
+        return False, f"{dataset}/synthetic_{generator} has no privacy evaluation: materialise {dataset}/{table}"
+    row = warehouse.query(f"""SELECT gate_passed, gate_reason, synthetic_fingerprint FROM "{dataset}"."{table}" WHERE level = 'all'""")
+    if row.empty:
+        return False, f"{dataset}/{table} holds no summary row"
+    if row["synthetic_fingerprint"].iloc[0] != synthetic_fingerprint(warehouse, dataset, generator):
+        return False, (f"{dataset}/{table} is out of date: {dataset}/synthetic_{generator} changed since it was "
+                       f"evaluated; materialise {dataset}/{table} again")
+    return bool(row["gate_passed"].iloc[0]), str(row["gate_reason"].iloc[0])

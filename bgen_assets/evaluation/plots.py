@@ -1,0 +1,107 @@
+"""Evaluation figures as PNG bytes (matplotlib, Agg backend): the paper's case-study intent
+distributions of one user, and bar charts of fidelity and utility per generator.
+
+Each `*_figure` function returns the matplotlib Figure (so tests can read its labels);
+`png(figure)` renders and closes it, `markdown_image(png)` embeds it in Dagster metadata."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+FIDELITY_METRICS = {  # column of the fidelity table -> label (direction of better)
+    "ks_p_time_of_week": "KS p, time of week (higher)",
+    "ks_p_events_per_week": "KS p, events per week (higher)",
+    "ks_p_inter_event_gap": "KS p, inter-event gap (higher)",
+    "bleu": "BLEU (higher)",
+    "bd_intent": "BD, intents (lower)",
+    "jsd_intent": "JSD, intents (lower)",
+    "bd_time_of_week": "BD, time of week (lower)",
+    "jsd_time_of_week": "JSD, time of week (lower)",
+}
+
+
+def png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def markdown_image(data: bytes, title: str) -> str:
+    return f"![{title}](data:image/png;base64,{base64.b64encode(data).decode()})"
+
+
+def intent_distribution_figure(user_real: pd.Series, population: pd.Series, synthetic: pd.Series,
+                               user: str, generator: str) -> plt.Figure:
+    """Share of each intent for one user's real events, the population users' real events and
+    the user's synthetic events (intents in order of the user's real share)."""
+    shares = pd.concat({f"user {user}, real": user_real.value_counts(normalize=True),
+                        "population, real": population.value_counts(normalize=True),
+                        f"user {user}, synthetic ({generator})": synthetic.value_counts(normalize=True)},
+                       axis=1).fillna(0.0)
+    shares = shares.sort_values(shares.columns[0], ascending=False)
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(shares)), 4))
+    width = 0.8 / shares.shape[1]
+    positions = np.arange(len(shares))
+    for i, column in enumerate(shares.columns):
+        axes.bar(positions + (i - (shares.shape[1] - 1) / 2) * width, shares[column], width, label=column)
+    axes.set_xticks(positions, shares.index, rotation=45, ha="right")
+    axes.set_xlabel("intent")
+    axes.set_ylabel("share of events")
+    axes.set_title(f"Intent distribution of user {user}")
+    axes.legend()
+    return figure
+
+
+def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str) -> plt.Figure:
+    """One panel per column of `values` (index = generators), one bar per generator."""
+    columns = list(values.columns)
+    figure, panels = plt.subplots(1, len(columns), figsize=(2.6 * len(columns) + 1, 3.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for panel, column in zip(panels[0], columns):
+        bars = panel.bar(range(len(values)), values[column].to_numpy(float),
+                         color=[colors[i % len(colors)] for i in range(len(values))])
+        panel.set_xticks(range(len(values)), values.index, rotation=45, ha="right")
+        panel.set_title(column, fontsize=9)
+        panel.set_xlabel("generator")
+        panel.set_ylabel(ylabel)
+        panel.bar_label(bars, fmt="%.3g", fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def fidelity_figure(fidelity: pd.DataFrame) -> plt.Figure:
+    """Bar charts of the `all` rows of fidelity tables (one or more generators)."""
+    overall = fidelity[fidelity["level"] == "all"].set_index("generator")
+    values = overall[list(FIDELITY_METRICS)].rename(columns=FIDELITY_METRICS)
+    return grouped_bars_figure(values, "Fidelity to the real data per generator", "value")
+
+
+def utility_figure(results: pd.DataFrame, metrics: list[str] | None = None) -> plt.Figure:
+    """Bar charts of predictor results: a frame with `generator` and one column per metric
+    (e.g. precision, recall, ndcg@3, ndcg@5); rows of one generator are averaged."""
+    metrics = metrics or [column for column in results.columns if column != "generator"
+                          and pd.api.types.is_numeric_dtype(results[column])]
+    values = results.groupby("generator", sort=False)[metrics].mean()
+    return grouped_bars_figure(values, "Next-intent prediction per training data generator", "score")
+
+
+def overlap_histogram_figure(top1: pd.Series, generator: str, level: float) -> plt.Figure:
+    """Distribution of each synthetic week's overlap with its most similar real week."""
+    figure, axes = plt.subplots(figsize=(6, 3.6))
+    axes.hist(top1.to_numpy(float), bins=np.linspace(0, 1, 21), label=f"{generator} ({len(top1)} weeks)")
+    axes.axvline(level, color="black", linestyle="--", label=f"privacy gate level {level}")
+    axes.set_xlabel("overlap ratio with the most similar real week")
+    axes.set_ylabel("synthetic weeks")
+    axes.set_title("Uniqueness of synthetic weeks")
+    axes.legend()
+    return figure
