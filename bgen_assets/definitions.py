@@ -6,6 +6,7 @@ import warnings
 
 from dagster import AssetKey, AssetsDefinition, BetaWarning, Definitions
 
+from bgen_assets.assets.evaluation import EVALUATION_TABLES, evaluation_assets
 from bgen_assets.assets.models import catalog_assets
 from bgen_assets.assets.raw import raw_assets
 from bgen_assets.assets.synthetic import generator_assets
@@ -30,6 +31,8 @@ def build_definitions(project: Project, catalog: Catalog | None = None) -> Defin
             assets += generator_assets(project, catalog, dataset, spec)
             schema_names[AssetKey([dataset, f"{spec.name}_model"])] = f"{spec.kind}_model"
             schema_names[AssetKey([dataset, f"synthetic_{spec.name}"])] = "synthetic_events"
+            assets += evaluation_assets(project, catalog, dataset, spec)
+            schema_names.update({AssetKey([dataset, f"{table}_{spec.name}"]): table for table in EVALUATION_TABLES})
     tables = [asset for asset in assets if isinstance(asset, AssetsDefinition)]  # not the observed source files
     for key in (key for asset in tables for key in asset.keys):
         schema, name = key.path

@@ -81,7 +81,7 @@ def bhattacharyya_distance(p: np.ndarray, q: np.ndarray) -> float:
     if not p.sum() or not q.sum():
         return float("nan")
     with np.errstate(divide="ignore"):
-        return float(-np.log(np.sqrt(p * q).sum()))
+        return float(-np.log(min(np.sqrt(p * q).sum(), 1.0)) + 0.0)  # no -0.0 from rounding
 
 
 def jensen_shannon_divergence(p: np.ndarray, q: np.ndarray) -> float:

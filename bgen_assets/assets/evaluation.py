@@ -1,0 +1,155 @@
+"""Evaluation of every synthetic table, per dataset and generator: `DS/fidelity_NAME` and
+`DS/privacy_NAME`, unpartitioned, built from all materialised partitions of `DS/synthetic_NAME`
+(every row the table holds). `DS/privacy_NAME` carries the blocking check `privacy_gate`
+(thresholds under `privacy_gate:` in bgen_project.yml): when it fails, nothing downstream of the
+privacy table runs, and the stored verdict (`gate_passed`, `gate_reason`) lets later runs refuse
+the generator too (`bgen_assets.evaluation.gate.gate_verdict`)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetKey,
+    AssetsDefinition,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from bgen_assets.catalog import Catalog
+from bgen_assets.config import Project
+from bgen_assets.evaluation import fidelity, gate, plots, privacy
+from bgen_assets.generators import GeneratorSpec
+from bgen_assets.schemas import table_schema, validate
+from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+
+EVALUATION_GROUP = "evaluation"
+EVALUATION_TABLES = ("fidelity", "privacy")  # their schemas in models/schema.yml
+GATE_CHECK = "privacy_gate"
+
+
+def evaluation_code_version(*settings: str) -> str:
+    """A hash of the evaluation code and the settings that decide the tables."""
+    digest = hashlib.sha256("\n".join(settings).encode())
+    for module in (fidelity, privacy, gate, plots):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def read_table(warehouse: Warehouse, dataset: str, table: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """The whole table, or an empty frame of its schema while no partition has been written."""
+    if not gate.table_exists(warehouse, dataset, table):
+        return validate(schema, pd.DataFrame(columns=list(schema.columns)))
+    return warehouse.query(f'SELECT * FROM "{dataset}"."{table}"')
+
+
+def rounded(values: dict) -> dict:
+    """Metadata values: floats rounded, NaN as None."""
+    return {key: None if pd.isna(value) else round(float(value), 4) if isinstance(value, float) else value
+            for key, value in values.items()}
+
+
+def image_metadata(data: bytes, path: Path, title: str) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {title: MetadataValue.md(plots.markdown_image(data, title)), f"{title}_png": MetadataValue.path(str(path))}
+
+
+def evaluation_deps(dataset: str, spec: GeneratorSpec) -> list[AssetDep]:
+    return [AssetDep(AssetKey([dataset, f"synthetic_{spec.name}"]), partition_mapping=AllPartitionMapping()),
+            AssetDep(AssetKey([dataset, "events"])), AssetDep(AssetKey([dataset, "user_split"]))]
+
+
+def fidelity_asset(project: Project, catalog: Catalog, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
+    schema = table_schema(catalog, "fidelity")
+    synthetic_schema, log_schema = table_schema(catalog, "synthetic_events"), table_schema(catalog, "generation_log")
+    table_name = f"fidelity_{spec.name}"
+
+    @asset(
+        key=[dataset, table_name],
+        deps=evaluation_deps(dataset, spec),
+        group_name=EVALUATION_GROUP,
+        pool=DUCKDB_POOL,
+        description=f"Fidelity of `{dataset}/synthetic_{spec.name}` to the real weeks it stands in for (KS p-values, "
+        "BLEU, Bhattacharyya distance, Jensen-Shannon divergence, Pass@1): all generated users, and each user.",
+        code_version=evaluation_code_version(str(project.slot_minutes)),
+        kinds={"duckdb", "python"},
+    )
+    def fidelity_table(warehouse: Warehouse) -> MaterializeResult:
+        real = warehouse.query(f'SELECT e.*, s.role FROM "{dataset}".events e JOIN "{dataset}".user_split s USING (user_id)')
+        synthetic = read_table(warehouse, dataset, f"synthetic_{spec.name}", synthetic_schema)
+        log = read_table(warehouse, dataset, f"synthetic_{spec.name}_log", log_schema)
+        table = fidelity.fidelity_table(real, synthetic, log, spec.name, project.slot_minutes)
+        roles = real.drop_duplicates("user_id").set_index("user_id")["role"]
+        table.insert(3, "role", table["user_id"].map(roles).fillna(""))
+        table = validate(schema, table)
+        warehouse.replace_table(dataset, table_name, table)
+        summary = table[table["level"] == "all"].iloc[0]
+        metadata = {"dagster/row_count": len(table), **rounded(summary[fidelity.METRICS].to_dict())}
+        users = table[table["level"] == "user"].sort_values("synthetic_weeks", ascending=False)
+        if len(synthetic) and len(users):
+            user = users["user_id"].iloc[0]  # the case study: the user with most synthetic weeks
+            figure = plots.intent_distribution_figure(
+                real.loc[real["user_id"] == user, "intent"], real.loc[real["role"] == "population", "intent"],
+                synthetic.loc[synthetic["user_id"] == user, "intent"], user, spec.name)
+            metadata |= image_metadata(plots.png(figure), project.home / "plots" / dataset / f"{table_name}_intents.png",
+                                       "intent_distribution")
+        return MaterializeResult(data_version=DataVersion(frame_fingerprint(table)), metadata=metadata)
+
+    return fidelity_table
+
+
+def privacy_asset(project: Project, catalog: Catalog, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
+    schema = table_schema(catalog, "privacy")
+    synthetic_schema = table_schema(catalog, "synthetic_events")
+    table_name = f"privacy_{spec.name}"
+    thresholds = project.privacy_gate
+
+    @asset(
+        key=[dataset, table_name],
+        deps=evaluation_deps(dataset, spec),
+        group_name=EVALUATION_GROUP,
+        pool=DUCKDB_POOL,
+        description=f"Privacy of `{dataset}/synthetic_{spec.name}`: overlap of each synthetic week with its most "
+        "similar real weeks, membership-inference accuracy, per-user epsilon estimate, and the privacy gate's verdict.",
+        code_version=evaluation_code_version(str(project.slot_minutes), thresholds.model_dump_json()),
+        check_specs=[AssetCheckSpec(GATE_CHECK, asset=AssetKey([dataset, table_name]), blocking=True,
+                                    description="Blocking: a synthetic table that leaks real weeks (thresholds under "
+                                    "`privacy_gate:` in bgen_project.yml) is not used by anything downstream.")],
+        kinds={"duckdb", "python"},
+    )
+    def privacy_table(warehouse: Warehouse):
+        real = warehouse.query(f'SELECT * FROM "{dataset}".events')
+        synthetic = read_table(warehouse, dataset, f"synthetic_{spec.name}", synthetic_schema)
+        table, weeks = privacy.privacy_table(real, [synthetic], spec.name, project.slot_minutes, thresholds.overlap, spec.seed)
+        summary = table[table["level"] == "all"].iloc[0].to_dict()
+        passed, reason = gate.judge(summary, thresholds)
+        table = validate(schema, table.assign(gate_passed=passed, gate_reason=reason,
+                                              synthetic_fingerprint=gate.synthetic_fingerprint(warehouse, dataset, spec.name)))
+        warehouse.replace_table(dataset, table_name, table)
+        measured = rounded({key: summary[key] for key in privacy.PRIVACY_COLUMNS[3:]})
+        metadata = {"dagster/row_count": len(table), "gate_passed": passed, "gate_reason": reason, **measured}
+        if len(weeks):
+            figure = plots.overlap_histogram_figure(weeks["top1_overlap"], spec.name, thresholds.overlap)
+            metadata |= image_metadata(plots.png(figure), project.home / "plots" / dataset / f"{table_name}_overlap.png",
+                                       "overlap_distribution")
+        yield MaterializeResult(data_version=DataVersion(frame_fingerprint(table)), metadata=metadata)
+        yield AssetCheckResult(check_name=GATE_CHECK, passed=passed, severity=AssetCheckSeverity.ERROR,
+                               description=reason, metadata=measured)
+
+    return privacy_table
+
+
+def evaluation_assets(project: Project, catalog: Catalog, dataset: str, spec: GeneratorSpec) -> list[AssetsDefinition]:
+    return [fidelity_asset(project, catalog, dataset, spec), privacy_asset(project, catalog, dataset, spec)]
