@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from bgen_assets.generators import WeekResult, week_of
+
 NEEDS_VOCABULARY = False
 NEEDS_FIT = True
 EVENT_COLUMNS = ["ts", "weekday", "time_slot", "location", "intent"]
@@ -39,20 +41,20 @@ def validate_params(params: dict) -> ReferenceParams:
     return ReferenceParams.model_validate(params)
 
 
-def monday_of(ts: pd.Series) -> pd.Series:
-    return ts.dt.normalize() - pd.to_timedelta(ts.dt.weekday, unit="D")
-
-
 def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
     """The population users' events with their week (Monday, as in `weekly_segments`)."""
     if validate_params(params).method == "repeat_last_week":
         population_events = population_events.iloc[:0]
-    weeks = population_events.assign(week=monday_of(population_events["ts"]).dt.strftime("%Y-%m-%d"))
+    weeks = population_events.assign(week=week_of(population_events["ts"]))
     return weeks[MODEL_COLUMNS].astype({"weekday": "int64", "time_slot": "int64"}).reset_index(drop=True)
 
 
 def from_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["user_id", "week", "ts"], kind="stable", ignore_index=True)
+
+
+def model_metadata(model: pd.DataFrame) -> dict:
+    return {"population_weeks": int(model[["user_id", "week"]].drop_duplicates().shape[0]) if len(model) else 0}
 
 
 def shifted(week_events: pd.DataFrame, from_monday: pd.Timestamp, to_monday: pd.Timestamp) -> pd.DataFrame:
@@ -71,8 +73,6 @@ def other_population_week(population: pd.DataFrame, user: str, rng: np.random.Ge
 
 
 def generate_weeks(model: pd.DataFrame, tasks, spec, context) -> list:
-    from bgen_assets.generators import WeekResult
-
     method = validate_params(spec.params).method
     grouped = model.groupby(["user_id", "week"], sort=False) if len(model) else None
     results = []

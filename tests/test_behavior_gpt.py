@@ -1,0 +1,81 @@
+"""BehaviorGPT on the fixture project: trained as the `behavior_gpt_model` asset, one user's weeks
+materialised through the graph, every event valid against what training saw, the same rows from
+a direct generation under the same seeds, and a tiny training that is reproducible."""
+
+import pandas as pd
+import pytest
+
+from bgen_assets.assets.synthetic import stable_seed
+from bgen_assets.generators import GenerationContext, WeekTask, load_generator_specs
+from bgen_assets.generators import behavior_gpt
+
+USER = "1004"
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "epochs": 2, "max_events_per_week": 12}
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return next(s for s in load_generator_specs() if s.name == "behavior_gpt")
+
+
+@pytest.fixture(scope="module")
+def population(built):
+    return built.warehouse.query(
+        "SELECT e.*, p.age_group, p.education, p.gender, p.consumption_level, p.occupation FROM tokyo.events e "
+        "JOIN tokyo.user_split s USING (user_id) JOIN tokyo.profiles p USING (user_id) "
+        "WHERE s.role = 'population' ORDER BY user_id, ts")
+
+
+@pytest.fixture(scope="module")
+def materialised(built):
+    built.materialize_user("tokyo", USER, "behavior_gpt")
+    generated = built.warehouse.query(f"SELECT * FROM tokyo.synthetic_behavior_gpt WHERE user_id = '{USER}' ORDER BY week, ts")
+    fitted = behavior_gpt.from_table(built.warehouse.query("SELECT * FROM tokyo.behavior_gpt_model"))
+    return generated, fitted
+
+
+def test_every_generated_event_is_valid(materialised, population):
+    generated, fitted = materialised
+    assert len(generated) and (generated["generator"] == "behavior_gpt").all()
+    for week, frame in generated.groupby("week"):
+        target = pd.Timestamp(week) + pd.Timedelta(days=7)
+        assert frame["ts"].is_monotonic_increasing
+        assert ((frame["ts"] >= target) & (frame["ts"] < target + pd.Timedelta(days=7))).all()
+        assert 1 <= len(frame) <= fitted.config.max_events_per_week
+    assert (generated["ts"].dt.weekday == generated["weekday"]).all()
+    assert ((generated["ts"].dt.hour * 60 + generated["ts"].dt.minute) // 30 == generated["time_slot"]).all()
+    trained_pairs = {(loc, i) for loc, intents in fitted.vocabulary.intents_by_location.items() for i in intents}
+    assert trained_pairs == set(zip(population["location"], population["intent"]))
+    assert set(zip(generated["location"], generated["intent"])) <= trained_pairs
+
+
+def test_direct_generation_under_the_same_seeds_gives_the_stored_rows(built, materialised, spec):
+    generated, fitted = materialised
+    history = built.warehouse.query(f"SELECT * FROM tokyo.weekly_segments WHERE user_id = '{USER}' ORDER BY ts")
+    profile = built.warehouse.query(f"SELECT * FROM tokyo.profiles WHERE user_id = '{USER}'").iloc[0].to_dict()
+    weeks = sorted(generated["week"].unique())
+    tasks = [WeekTask(USER, week, history[history["week"] <= week], profile, stable_seed(spec.seed, "tokyo", USER, week))
+             for week in weeks]
+    context = GenerationContext("tokyo", "", 30, None, [], built.project.home, built.project.model_cache)
+    again = pd.concat([r.events.assign(week=t.week) for t, r in zip(tasks, behavior_gpt.generate_weeks(fitted, tasks, spec, context))])
+    columns = ["week", "ts", "weekday", "time_slot", "location", "intent"]
+    pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), generated[columns].reset_index(drop=True),
+                                  check_dtype=False)
+
+
+def test_tiny_training_is_reproducible(population):
+    first, second = (behavior_gpt.fit(population, TINY, 30) for _ in range(2))
+    pd.testing.assert_frame_equal(first, second)
+    fitted = behavior_gpt.from_table(first)
+    metadata = behavior_gpt.model_metadata(fitted)
+    assert metadata["parameters"] > 0 and metadata["epochs"] == 2 and metadata["training_pairs"] > 0
+    tokens = set(fitted.vocabulary.tokens)
+    assert {f"loc:{loc}" for loc in population["location"]} <= tokens
+    assert {f"occupation={v}" for v in population["occupation"]} <= tokens
+    other = behavior_gpt.fit(population, {**TINY, "training_seed": 1}, 30)
+    assert not other["payload"].equals(first["payload"])
+
+
+def test_unknown_params_are_refused():
+    with pytest.raises(ValueError):
+        behavior_gpt.validate_params({"layers": 2})
