@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bgen_assets.bench_llm_client import client_throughput
+from bgen_assets.bench_recbole import bert4rec_vs_recbole
 from bgen_assets.config import project
 
 
@@ -127,6 +128,7 @@ BENCHMARKS = {
     "llm_client_throughput": lambda runner: client_throughput(),
     "tokens_per_event": tokens_per_event,
     "behaviorgen_pass_at_1": behaviorgen_pass_at_1,
+    "bert4rec_vs_recbole": bert4rec_vs_recbole,
 }
 
 

@@ -82,9 +82,10 @@ def test_synthetic_user_weeks_are_sequences_of_their_own(tokyo_events, split):
 
 
 def test_sources_losses_are_summed_not_pooled():
-    batch = {"source": torch.tensor([0, 0, 1]), "weight": torch.ones(3), "label": torch.tensor([1, 2, 0])}
-    # source 0: mean(1, 2) = 1.5; source 1: 3 -> 4.5 (a pooled mean would give 2)
-    assert float(summed_source_loss(torch.tensor([1.0, 2.0, 3.0]), batch, 2)) == pytest.approx(4.5)
+    # per sample: summed weighted losses / weights; source 0: (1 + 2) / 2 = 1.5, source 1: 6 / 2 = 3
+    # -> 4.5 (a pooled mean would give 9 / 4)
+    loss = summed_source_loss(torch.tensor([1.0, 2.0, 6.0]), torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0, 0, 1]), 2)
+    assert float(loss) == pytest.approx(4.5)
 
 
 def test_behaviorlm_runs_both_stages(split):
@@ -109,11 +110,24 @@ def test_pituning_individual_stage_stays_near_the_population(split, tokyo_events
     train, valid = split
     population = fit(dataclasses.replace(TINY, backbone="pituning", max_epochs=2), train, valid)
     user = tokyo_events[tokyo_events.user_id == "1172"]
-    stage = dataclasses.replace(population.config, max_epochs=3)
+    stage = dataclasses.replace(population.config, max_epochs=3, batch_size=8)
     regularised = fit_individual(population, user, l2sp=1.0, kl=1.0, config=stage)
     free = fit_individual(population, user, l2sp=0.0, kl=0.0, alpha=0.0, config=stage)
-    assert all(epoch["regulariser"] > 0 for epoch in regularised.history)
+    assert all(epoch["regulariser"] > 0 for epoch in regularised.history)   # 0 only at the very first step
     assert parameter_distance(regularised.model, population.model) < parameter_distance(free.model, population.model)
     assert parameter_distance(population.model, population.model) == 0.0
     with pytest.raises(ValueError, match="architecture"):
         fit_individual(population, user, config=dataclasses.replace(stage, width=32))
+
+
+def test_strided_training_windows_cover_every_target_once_or_more(tokyo_events):
+    encoder = EventEncoder.fit(tokyo_events)
+    every = encoder.windows(tokyo_events, history=8)                 # one sample per target
+    strided = encoder.windows(tokyo_events, history=8, stride=4)     # ends every 4th event from the end
+    sequences = tokyo_events.groupby("user_id").size()
+    assert len(every) == len(tokyo_events) - len(sequences)          # min_history 1: first events skipped
+    # a window ending at a sequence's first event holds no target (min_history 1): dropped
+    assert len(strided) == sum(-(-n // 4) - (n % 4 == 1) for n in sequences)
+    assert set(strided.rows.groupby("user_id").ts.max()) == set(tokyo_events.groupby("user_id").ts.max())
+    # with overlapping windows (8 + 1 events, stride 4) each target position appears about twice
+    assert float((strided.weight > 0).sum()) == pytest.approx(2.25 * len(every), rel=0.1)

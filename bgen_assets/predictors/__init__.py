@@ -35,10 +35,15 @@ API:
     user_model.history    # per epoch: train_loss, valid_loss, regulariser, seconds; .best_epoch, .stopped_early
 
 Backbones are modules named in BACKBONES, each with a `Model(config, encoder)` (nn.Module)
-whose forward(batch) returns (target logits [B, intents], per-sample auxiliary loss or None).
+whose forward(batch) returns (logits of the last position [B, intents], and in training the
+other supervised positions as (logits [B, K, intents], labels [B, K], weights [B, K]) or None).
 Training (`fit`) is shared: AdamW, seeded and deterministic (torch deterministic algorithms,
 seeded shuffling), early stopping on validation loss with the best epoch's weights restored,
 an optional `regulariser(model, batch, logits) -> scalar` added to every step's loss.
+Training samples are windows of N + 1 events ending every `stride` events; every target
+position in them is supervised (Bert4Rec: the masked ones; PITuning: all, causally), so an
+epoch costs about 1/stride of one sample per event. Validation and prediction use one sample
+per target row, the target in the last position.
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ class PredictorConfig:
     batch_size: int = 256
     max_epochs: int = 20
     patience: int = 3                 # epochs without a lower validation loss before stopping
-    mask_prob: float = 0.2            # Bert4Rec: share of history positions masked for the cloze loss
+    mask_prob: float = 0.2            # Bert4Rec: share of history target positions masked (cloze loss)
+    stride: int | None = None         # training samples end every `stride` events; None: history // 2
     seed: int = 0
     threads: int = 1
     device: str = "auto"              # auto: CUDA when present, else CPU
@@ -86,6 +92,12 @@ class PredictorConfig:
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}")
+        if not 1 <= self.training_stride <= self.history + 1:
+            raise ValueError("stride must be 1..history + 1, so that every target is in a training sample")
+
+    @property
+    def training_stride(self) -> int:
+        return self.stride or max(self.history // 2, 1)
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -114,17 +126,17 @@ class Vocabulary:
 
 @dataclass
 class Windows:
-    """One sample per target row: ids [samples, N + 1, field] whose last position is the
-    predicted event (its location and intent masked), plus the target class."""
+    """Samples of N + 1 consecutive events of one sequence; the last position is the predicted
+    event (its location and intent masked in `ids`)."""
 
     ids: torch.Tensor                 # [S, N + 1, 4] weekday, time_slot, location, intent ids
-    label: torch.Tensor               # [S] intent class, -100 when the intent is unknown to the model
-    weight: torch.Tensor              # [S]
+    label: torch.Tensor               # [S, N + 1] intent class per position, -100 for padding / unknown
+    weight: torch.Tensor              # [S, N + 1] loss weight per position, 0 where not a target
     source: torch.Tensor              # [S] index of the training source
-    rows: pd.DataFrame                # the target rows (user_id, ts, intent, ...) in sample order
+    rows: pd.DataFrame                # the rows at the last positions (user_id, ts, intent, ...)
 
     def __len__(self) -> int:
-        return len(self.label)
+        return len(self.source)
 
     def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         ids = self.ids[index].to(device)
@@ -160,26 +172,43 @@ class EventEncoder:
     def from_json(cls, raw: dict) -> EventEncoder:
         return cls({name: Vocabulary(values) for name, values in raw.items()})
 
-    def windows(self, frame: pd.DataFrame, history: int, min_history: int = 1, source: int = 0) -> Windows:
-        """Every target row with at least `min_history` earlier events in its sequence becomes a
-        sample of its last `history` events (left-padded) plus itself with location/intent masked."""
+    def windows(self, frame: pd.DataFrame, history: int, min_history: int = 1, source: int = 0,
+                stride: int = 1) -> Windows:
+        """Samples of `history` + 1 consecutive events of a sequence (left-padded).
+
+        stride 1: one sample ending at every target row (what is predicted and evaluated).
+        stride s: samples ending at every s-th row counted back from each sequence's end, kept
+        when they hold a target (training: the backbones learn from every position of a sample).
+        A position's weight is the row's `weight` when the row is a target with at least
+        `min_history` earlier events in its sequence, else 0."""
         keys = sequence_keys(frame)
         frame = frame.sort_values([*keys, "ts", "location"], kind="stable")
         ids = np.stack([self.vocabularies[name].encode(frame[name]) for name in EVENT_FIELDS], axis=1)
-        ids = np.concatenate([np.full((1, len(EVENT_FIELDS)), PAD, dtype=np.int64), ids])  # row 0: padding
-        new_sequence = frame[keys].ne(frame[keys].shift()).any(axis=1).to_numpy()
         position = np.arange(len(frame))
-        start = np.maximum.accumulate(np.where(new_sequence, position, 0))
+        first = frame[keys].ne(frame[keys].shift()).any(axis=1).to_numpy()
+        start = np.maximum.accumulate(np.where(first, position, 0))
+        last = np.append(first[1:], True)
+        end = np.minimum.accumulate(np.where(last, position, len(frame))[::-1])[::-1]
         target = frame["target"].to_numpy(bool) if "target" in frame else np.ones(len(frame), bool)
-        chosen = np.flatnonzero(target & (position - start >= min_history))
+        given = frame["weight"].to_numpy(np.float32) if "weight" in frame else np.ones(len(frame), np.float32)
+        weight = np.where(target & (position - start >= min_history), given, 0).astype(np.float32)
+        label = np.where(ids[:, 3] >= len(SPECIAL), ids[:, 3] - len(SPECIAL), -100)
+        if stride == 1:
+            chosen = np.flatnonzero(weight > 0)
+        else:
+            chosen = np.flatnonzero((end - position) % stride == 0)
         span = chosen[:, None] + np.arange(-history, 1)[None, :]
-        window = ids[np.where(span >= start[chosen, None], span + 1, PAD)]
+        inside = span >= start[chosen, None]
+        span = np.where(inside, span, 0)
+        window_weight = np.where(inside, weight[span], 0)
+        if stride != 1:
+            keep = window_weight.sum(1) > 0
+            chosen, span, inside, window_weight = chosen[keep], span[keep], inside[keep], window_weight[keep]
+        window = np.where(inside[..., None], ids[span], PAD)
         window[:, -1, 2:] = MASK
-        label = ids[chosen + 1, 3] - len(SPECIAL)
-        label = np.where(label >= 0, label, -100)
-        weight = frame["weight"].to_numpy(np.float32) if "weight" in frame else np.ones(len(frame), np.float32)
-        return Windows(torch.from_numpy(window), torch.from_numpy(label), torch.from_numpy(weight[chosen]),
-                       torch.full((len(chosen),), source, dtype=torch.long), frame.iloc[chosen])
+        return Windows(torch.from_numpy(window), torch.from_numpy(np.where(inside, label[span], -100)),
+                       torch.from_numpy(window_weight), torch.full((len(chosen),), source, dtype=torch.long),
+                       frame.iloc[chosen])
 
 
 def backbone(name: str):
@@ -207,8 +236,8 @@ class TrainedPredictor:
     best_epoch: int | None = None
     stopped_early: bool = False
 
-    def windows(self, frame: pd.DataFrame, source: int = 0) -> Windows:
-        return self.encoder.windows(frame, self.config.history, self.config.min_history, source)
+    def windows(self, frame: pd.DataFrame, source: int = 0, stride: int = 1) -> Windows:
+        return self.encoder.windows(frame, self.config.history, self.config.min_history, source, stride)
 
     @torch.no_grad()
     def logits(self, windows: Windows) -> torch.Tensor:
@@ -231,9 +260,9 @@ class TrainedPredictor:
         """Cross-entropy of each target row (index: the frame's index); NaN for unknown intents."""
         windows = self.windows(frame)
         with _torch_settings(self.config):
-            losses = nn.functional.cross_entropy(self.logits(windows), windows.label, reduction="none",
+            losses = nn.functional.cross_entropy(self.logits(windows), windows.label[:, -1], reduction="none",
                                                  ignore_index=-100)
-        losses[windows.label < 0] = float("nan")
+        losses[windows.label[:, -1] < 0] = float("nan")
         return pd.Series(losses.numpy(), index=windows.rows.index, name="loss")
 
     def save(self, directory: str | Path) -> Path:
@@ -281,19 +310,29 @@ def _concat(windows: list[Windows]) -> Windows:
                    pd.concat([w.rows for w in windows]))
 
 
-def sample_losses(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample training loss (target cross-entropy + the backbone's auxiliary loss) and the logits."""
-    logits, auxiliary = model(batch)
-    losses = nn.functional.cross_entropy(logits, batch["label"].clamp(min=0), reduction="none")
-    losses = losses * (batch["label"] >= 0)
-    return (losses if auxiliary is None else losses + auxiliary), logits
+def sample_losses(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sample: the weighted sum of cross-entropies over its supervised positions (the last
+    one, plus those the backbone returns: cloze or causal positions), the sum of their weights,
+    and the last position's logits."""
+    logits, positions = model(batch)
+    label, weight = batch["label"][:, -1], batch["weight"][:, -1] * (batch["label"][:, -1] >= 0)
+    numerator = nn.functional.cross_entropy(logits, label.clamp(min=0), reduction="none") * weight
+    denominator = weight
+    if positions is not None:
+        position_logits, position_label, position_weight = positions
+        position_weight = position_weight * (position_label >= 0)
+        position_losses = nn.functional.cross_entropy(position_logits.transpose(1, 2), position_label.clamp(min=0),
+                                                      reduction="none")
+        numerator = numerator + (position_losses * position_weight).sum(1)
+        denominator = denominator + position_weight.sum(1)
+    return numerator, denominator, logits
 
 
-def summed_source_loss(losses: torch.Tensor, batch: dict[str, torch.Tensor], n_sources: int) -> torch.Tensor:
+def summed_source_loss(numerator: torch.Tensor, denominator: torch.Tensor, source: torch.Tensor,
+                       n_sources: int) -> torch.Tensor:
     """Sum over sources of each source's weighted mean loss in the batch."""
-    weight = batch["weight"] * (batch["label"] >= 0)
-    per_source_loss = torch.zeros(n_sources, device=losses.device).index_add(0, batch["source"], losses * weight)
-    per_source_weight = torch.zeros(n_sources, device=losses.device).index_add(0, batch["source"], weight)
+    per_source_loss = torch.zeros(n_sources, device=numerator.device).index_add(0, source, numerator)
+    per_source_weight = torch.zeros(n_sources, device=numerator.device).index_add(0, source, denominator)
     return (per_source_loss / per_source_weight.clamp(min=1e-12)).sum()
 
 
@@ -322,7 +361,8 @@ def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame
             encoder = EventEncoder.fit(pd.concat(sources.values()), intents, locations)
             model = backbone(config.backbone).Model(config, encoder)
         predictor = TrainedPredictor(config, encoder, model.to(device))
-        samples = _concat([predictor.windows(frame, source=i) for i, frame in enumerate(sources.values())])
+        samples = _concat([predictor.windows(frame, source=i, stride=config.training_stride)
+                           for i, frame in enumerate(sources.values())])
         valid_samples = predictor.windows(valid) if valid is not None else None
         if len(samples) == 0:
             raise ValueError("no training samples: no target row has enough history")
@@ -336,8 +376,8 @@ def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame
             count = 0
             for index in torch.randperm(len(samples), generator=shuffler).split(config.batch_size):
                 batch = samples.batch(index, device)
-                losses, logits = sample_losses(model, batch)
-                loss = summed_source_loss(losses, batch, len(sources))
+                numerator, denominator, logits = sample_losses(model, batch)
+                loss = summed_source_loss(numerator, denominator, batch["source"], len(sources))
                 if regulariser is not None:
                     penalty = regulariser(model, batch, logits)
                     loss = loss + penalty
@@ -381,8 +421,9 @@ def _mean_loss(model: nn.Module, windows: Windows, device: torch.device, batch_s
     for index in torch.arange(len(windows)).split(max(batch_size, 1024)):
         batch = windows.batch(index, device)
         logits, _ = model(batch)
-        losses = nn.functional.cross_entropy(logits, batch["label"].clamp(min=0), reduction="none")
-        weight = batch["weight"] * (batch["label"] >= 0)
+        label = batch["label"][:, -1]
+        losses = nn.functional.cross_entropy(logits, label.clamp(min=0), reduction="none")
+        weight = batch["weight"][:, -1] * (label >= 0)
         total += float((losses * weight).sum())
         weight_sum += float(weight.sum())
     model.train()

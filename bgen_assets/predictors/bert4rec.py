@@ -5,9 +5,9 @@ Input: the last N events plus the predicted event, whose weekday and time slot a
 whose location and intent carry the mask token. Each position's embedding is the sum of its
 weekday, time slot, location and intent embeddings plus a learned position embedding.
 
-Training loss per sample = cross-entropy of the masked last position (the target) + the mean
-cross-entropy of history positions masked at random (`mask_prob`, the cloze part); history
-positions are masked by replacing their location and intent with the mask token.
+Training (cloze): in every sample the last position and a random share (`mask_prob`) of the
+history's target positions have their location and intent replaced by the mask token; the
+loss is the weighted mean cross-entropy over all masked positions.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bgen_assets.predictors import MASK, PAD, SPECIAL, EventEmbedding, EventEncoder, PredictorConfig
+from bgen_assets.predictors import MASK, PAD, EventEmbedding, EventEncoder, PredictorConfig
 
 
 class Model(nn.Module):
@@ -32,29 +32,24 @@ class Model(nn.Module):
         self.final_norm = nn.LayerNorm(config.width)
         self.head = nn.Linear(config.width, len(encoder.intents))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        cloze = None
+    def forward(self, batch: dict[str, torch.Tensor]):
+        masked = None
         if self.training and self.config.mask_prob > 0:
-            batch, cloze = self._mask_history(batch)
+            batch, masked = self._mask_history(batch)
         padding = batch["weekday"] == PAD
         positions = torch.arange(batch["weekday"].shape[1], device=padding.device)
         hidden = self.dropout(self.norm(self.events(batch) + self.positions(positions)))
         hidden = self.final_norm(self.encoder(hidden, src_key_padding_mask=padding))
-        logits = self.head(hidden[:, -1])
-        if cloze is None:
-            return logits, None
-        masked, labels = cloze
-        position_losses = nn.functional.cross_entropy(self.head(hidden).transpose(1, 2), labels.clamp(min=0),
-                                                      reduction="none") * masked
-        return logits, position_losses.sum(1) / masked.sum(1).clamp(min=1)
+        if masked is None:
+            return self.head(hidden[:, -1]), None
+        logits = self.head(hidden)
+        return logits[:, -1], (logits[:, :-1], batch["label"][:, :-1], batch["weight"][:, :-1] * masked[:, :-1])
 
     def _mask_history(self, batch: dict[str, torch.Tensor]):
-        """Mask a random share of the real history positions; the labels are their intents."""
-        intent = batch["intent"]
-        draw = torch.rand(intent.shape, device=intent.device) < self.config.mask_prob
-        masked = draw & (intent >= len(SPECIAL))
+        """Mask a random share of the history's target positions (location and intent)."""
+        masked = (torch.rand(batch["intent"].shape, device=batch["intent"].device) < self.config.mask_prob)
+        masked &= batch["weight"] > 0
         masked[:, -1] = False
-        labels = intent - len(SPECIAL)
-        batch = {**batch, "intent": intent.masked_fill(masked, MASK),
+        batch = {**batch, "intent": batch["intent"].masked_fill(masked, MASK),
                  "location": batch["location"].masked_fill(masked, MASK)}
-        return batch, (masked.float(), labels)
+        return batch, masked.float()

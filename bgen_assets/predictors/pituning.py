@@ -11,7 +11,8 @@ Follows the paper:
 Our reading (the parts the paper text does not pin down):
 - Dynamic transition modelling = each token is an event plus the weekday and time slot of the
   event that follows it, so the causal model learns event -> next-intent transitions at the
-  time they happen; the next intent is read from the last history token. Population stage =
+  time they happen; every token is trained to predict the next intent (causal), and the
+  predicted intent is read from the last history token. Population stage =
   `fit(PredictorConfig(backbone="pituning"), ...)`, the shared training loop.
 - Individual stage (`fit_individual`): fine-tune a copy of the population model on the user's
   data with loss = weighted CE + l2sp * ||theta - theta_population||^2 (L2-SP: stay near the
@@ -46,14 +47,17 @@ class Model(nn.Module):
                                         bos_token_id=None, eos_token_id=None))
         self.head = nn.Linear(config.width, len(encoder.intents))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
-        history = {name: ids[:, :-1] for name, ids in batch.items() if ids.dim() == 2}
+    def forward(self, batch: dict[str, torch.Tensor]):
+        history = {name: batch[name][:, :-1] for name in ("weekday", "time_slot", "location", "intent")}
         following = {name: batch[name][:, 1:] for name in ("weekday", "time_slot")}
         attention = (history["weekday"] != PAD).long()
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         hidden = self.gpt(inputs_embeds=self.events(history) + self.next_time(following),
                           attention_mask=attention, position_ids=positions).last_hidden_state
-        return self.head(hidden[:, -1]), None
+        if not self.training:
+            return self.head(hidden[:, -1]), None
+        logits = self.head(hidden)          # token j predicts the intent of event j + 1
+        return logits[:, -1], (logits[:, :-1], batch["label"][:, 1:-1], batch["weight"][:, 1:-1])
 
 
 def parameter_distance(model: nn.Module, reference: nn.Module) -> float:
