@@ -99,7 +99,7 @@ def tokyo_events(fixture_data) -> pd.DataFrame:
 @contextmanager
 def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
     """The fixture project with one generator declaration only (the repository's, `params` laid
-    over its own), its shared assets and that generator's model materialised."""
+    over its own), its shared assets and that generator's Tokyo model materialised."""
     models = folder / "models"
     shutil.copytree(MODELS_DIR, models)
     for declaration in (models / "generators").glob("*.yml"):
@@ -113,4 +113,5 @@ def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
     with project_instance(folder / "dagster") as instance:
         runner = Runner.for_project(project, instance, Catalog(project, models))
         runner.build_shared()
+        runner.fit_generators("tokyo", name)
         yield runner

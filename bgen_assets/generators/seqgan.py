@@ -1,0 +1,312 @@
+"""SeqGAN (Yu et al. 2017, "SeqGAN: Sequence Generative Adversarial Nets with Policy Gradient"),
+small enough to train on a CPU in a minute or two.
+
+Tokens: an event is two tokens, its time-of-week slot (weekday x slots per day + time slot) and its
+(location, intent) pair as seen in the population's events; BOS opens a week and EOS closes it.
+Generator: embedding, GRU, linear. Conditioning per user-week: the GRU first reads the user's
+conditioning real week (its last `max_events` events); its final state starts the generated week,
+so weeks of one batch stay aligned whatever the conditioning lengths. Decoding is constrained:
+after BOS or a pair only a slot at or after the previous slot (or EOS), after a slot only a pair,
+EOS at the latest after `max_events` events. So every generated week is in time order, its pairs
+are pairs of the population's real events (hence of the vocabulary), and weekday and time slot
+are derived from one value.
+
+Training on the population users' (week, next week) pairs:
+1. maximum likelihood (teacher forcing) for `pretrain_epochs`;
+2. a CNN discriminator (filters of widths 2-5, max-pooled over time) pretrained on real next
+   weeks versus generated ones;
+3. `adversarial_steps` of REINFORCE: a batch of generated weeks, each event rewarded with the
+   discriminator's mean probability of "real" over `rollouts` Monte-Carlo completions of the week
+   from that event on (the rollout policy is the current generator), the whole week (EOS) with the
+   discriminator's score of itself; after each generator step the discriminator trains on a fresh
+   real and generated batch.
+Deterministic under `seed` (training) and each task's seed (generation, one week at a time, so a
+week does not depend on what else is generated with it).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
+
+from bgen_assets.generators import artifact_bytes, artifact_table, week_events, week_of
+
+NEEDS_VOCABULARY = False
+NEEDS_FIT = True
+PAD, BOS, EOS, SLOT0 = 0, 1, 2, 3   # slot tokens follow, then pair tokens
+SEP = "\x1f"
+
+
+@dataclass(frozen=True)
+class SeqGANConfig:
+    embed: int = 32
+    hidden: int = 64
+    max_events: int = 32              # per generated week; also the conditioning events read
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    pretrain_epochs: int = 6
+    discriminator_filters: int = 32   # per filter width
+    discriminator_epochs: int = 1
+    adversarial_steps: int = 10
+    adversarial_batch_size: int = 32
+    adversarial_learning_rate: float = 3e-4
+    rollouts: int = 4
+    rollout_every: int = 4            # events between Monte-Carlo reward estimates
+    seed: int = 0
+    threads: int = 1
+
+
+def code_files() -> list[Path]:
+    return [Path(__file__)]
+
+
+def validate_params(params: dict) -> SeqGANConfig:
+    try:
+        config = SeqGANConfig(**params)
+    except TypeError as error:
+        raise ValueError(f"seqgan params: {error}") from None
+    if min(config.embed, config.hidden, config.max_events, config.batch_size, config.rollouts, config.rollout_every,
+           config.threads) < 1:
+        raise ValueError("seqgan sizes must be >= 1")
+    return config
+
+
+class Vocabulary:
+    """Token ids of slots and (location, intent) pairs."""
+
+    def __init__(self, slots_per_week: int, pairs: list[str]):
+        self.slots_per_week, self.pairs = slots_per_week, pairs
+        self.pair0 = SLOT0 + slots_per_week
+        self.size = self.pair0 + len(pairs)
+        self.pair_id = {pair: self.pair0 + i for i, pair in enumerate(pairs)}
+        self.ids = torch.arange(self.size)
+        is_slot = (self.ids >= SLOT0) & (self.ids < self.pair0)
+        # what may follow, by state: 0 wants a slot or EOS, 1 after a slot, 2 after EOS, 3 last position
+        self.grammar = torch.stack([is_slot | (self.ids == EOS), self.ids >= self.pair0, self.ids == PAD, self.ids == EOS])
+        self.not_slot = ~is_slot
+
+    def tokens(self, events: pd.DataFrame, slots_per_day: int) -> np.ndarray:
+        """(slot token, pair token) per event (rows in the events' order); pair 0 where unknown."""
+        pairs = (events["location"] + SEP + events["intent"]).map(self.pair_id).fillna(0).to_numpy("int64")
+        return np.column_stack([SLOT0 + events["weekday"].to_numpy("int64") * slots_per_day
+                                + events["time_slot"].to_numpy("int64"), pairs])
+
+    def allowed(self, last: torch.Tensor, floor: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+        """Which tokens may follow `last` (any shape), given the latest slot token `floor` and
+        whether this is the week's last position: the grammar of a week, as a boolean mask."""
+        after_slot = (last >= SLOT0) & (last < self.pair0)
+        state = torch.where((last == EOS) | (last == PAD), 2, after_slot.long())
+        state = torch.where(final & (state == 0), 3, state)
+        return self.grammar[state] & ((self.ids >= floor[..., None]) | self.not_slot)
+
+
+class Generator(nn.Module):
+    def __init__(self, vocabulary: Vocabulary, config: SeqGANConfig):
+        super().__init__()
+        self.vocabulary, self.length = vocabulary, 2 * config.max_events + 1
+        self.embed = nn.Embedding(vocabulary.size, config.embed, padding_idx=PAD)
+        self.gru = nn.GRU(config.embed, config.hidden, batch_first=True)
+        self.head = nn.Linear(config.hidden, vocabulary.size)
+
+    def encode(self, conditions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The state after reading each conditioning week (BOS + its tokens)."""
+        packed = pack_padded_sequence(self.embed(conditions), lengths, batch_first=True, enforce_sorted=False)
+        return self.gru(packed)[1]
+
+    def masks(self, weeks: torch.Tensor) -> torch.Tensor:
+        """The grammar mask at every position of teacher-forced weeks (B, L) -> (B, L, V)."""
+        previous = F.pad(weeks[:, :-1], (1, 0), value=BOS)
+        slots = torch.where((previous >= SLOT0) & (previous < self.vocabulary.pair0), previous, SLOT0)
+        final = torch.arange(weeks.shape[1]) == self.length - 1
+        return self.vocabulary.allowed(previous, slots.cummax(dim=1).values, final.expand_as(weeks))
+
+    def log_probs(self, state: torch.Tensor, weeks: torch.Tensor) -> torch.Tensor:
+        """Log-probability of each token of the weeks (B, L), under the grammar."""
+        inputs = F.pad(weeks[:, :-1], (1, 0), value=BOS)
+        logits = self.head(self.gru(self.embed(inputs), state)[0]).masked_fill(~self.masks(weeks), -torch.inf)
+        return logits.log_softmax(-1).gather(-1, weeks[..., None]).squeeze(-1).masked_fill(weeks == PAD, 0.0)
+
+    @torch.no_grad()
+    def sample(self, state, last, floor, start: int, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Continue weeks from position `start` (after token `last`, latest slot `floor`) to the end."""
+        tokens = []
+        for position in range(start, self.length):
+            output, state = self.gru(self.embed(last[:, None]), state)
+            final = torch.full_like(last, position == self.length - 1, dtype=torch.bool)
+            logits = self.head(output[:, 0]).masked_fill(~self.vocabulary.allowed(last, floor, final), -torch.inf)
+            last = torch.multinomial(logits.softmax(-1), 1, generator=rng)[:, 0]
+            floor = torch.where((last >= SLOT0) & (last < self.vocabulary.pair0), last, floor)
+            tokens.append(last)
+            if ((last == EOS) | (last == PAD)).all():
+                break
+        return F.pad(torch.stack(tokens, 1), (0, self.length - start - len(tokens)), value=PAD)
+
+    def generate(self, state: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
+        batch = state.shape[1]
+        return self.sample(state, torch.full((batch,), BOS), torch.full((batch,), SLOT0), 0, rng)
+
+
+class Discriminator(nn.Module):
+    """A CNN over token embeddings: the logit of a week being real."""
+
+    def __init__(self, vocabulary: Vocabulary, config: SeqGANConfig):
+        super().__init__()
+        self.embed = nn.Embedding(vocabulary.size, config.embed, padding_idx=PAD)
+        self.convolutions = nn.ModuleList(nn.Conv1d(config.embed, config.discriminator_filters, width) for width in (2, 3, 4, 5))
+        self.dropout = nn.Dropout(0.25)
+        self.out = nn.Linear(4 * config.discriminator_filters, 1)
+
+    def forward(self, weeks: torch.Tensor) -> torch.Tensor:
+        x = self.embed(weeks).transpose(1, 2)
+        features = torch.cat([conv(x).relu().amax(-1) for conv in self.convolutions], 1)
+        return self.out(self.dropout(features)).squeeze(-1)
+
+
+@dataclass
+class FittedSeqGAN:
+    generator: Generator
+    config: SeqGANConfig
+    training_pairs: int
+
+
+def training_pairs(events: pd.DataFrame, vocabulary: Vocabulary, config: SeqGANConfig, slots_per_day: int):
+    """(conditioning week, next week) token tensors of every user with events in both weeks."""
+    events = events.sort_values(["user_id", "ts"], kind="stable")
+    tokens = vocabulary.tokens(events, slots_per_day)
+    keys = pd.MultiIndex.from_arrays([events["user_id"], week_of(events["ts"])])
+    weeks = {key: tokens[rows].ravel().tolist() for key, rows in pd.Series(range(len(keys)), index=keys).groupby(level=[0, 1])
+             .agg(list).items()}
+    conditions, targets = [], []
+    for (user, week), week_tokens in weeks.items():
+        following = weeks.get((user, (pd.Timestamp(week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d")))
+        if following is not None:
+            conditions.append(torch.tensor([BOS] + week_tokens[-2 * config.max_events:]))
+            targets.append(torch.tensor(following[:2 * config.max_events] + [EOS]))
+    weeks = torch.full((len(targets), 2 * config.max_events + 1), PAD)
+    for row, target in enumerate(targets):
+        weeks[row, :len(target)] = target
+    return pad_sequence(conditions, batch_first=True), torch.tensor([len(c) for c in conditions]), weeks
+
+
+def rewards(generator: Generator, discriminator: Discriminator, state, weeks, rollouts: int, every: int) -> torch.Tensor:
+    """Per token: the discriminator's mean P(real) over Monte-Carlo completions from the end of
+    every `every`-th event (tokens in between share it); tokens after the last such event, EOS
+    and after get the score of the week itself."""
+    batch, length = weeks.shape
+    with torch.no_grad():
+        states = generator.gru(generator.embed(F.pad(weeks, (1, 0), value=BOS)), state)[0]
+        reward = torch.sigmoid(discriminator(weeks))[:, None].repeat(1, length)
+        start = 0
+        for end in range(2 * every - 1, length - 1, 2 * every):   # the pair token that ends an event
+            running = weeks[:, end] >= generator.vocabulary.pair0
+            if not running.any():
+                break
+            prefix = weeks[:, :end + 1].repeat(rollouts, 1)
+            slots = torch.where((prefix >= SLOT0) & (prefix < generator.vocabulary.pair0), prefix, SLOT0)
+            completed = torch.cat([prefix, generator.sample(
+                states[:, end + 1].repeat(rollouts, 1)[None], prefix[:, -1], slots.amax(1), end + 1)], 1)
+            score = torch.sigmoid(discriminator(completed)).view(rollouts, batch).mean(0)
+            reward[:, start:end + 1] = torch.where(running, score, reward[:, end])[:, None]
+            start = end + 1
+    return reward
+
+
+def train_discriminator(discriminator, optimizer, generator, conditions, lengths, real) -> float:
+    with torch.no_grad():
+        fake = generator.generate(generator.encode(conditions, lengths))
+    logits = discriminator(torch.cat([real, fake]))
+    labels = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))])
+    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
+    config = validate_params(params)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    slots_per_day = 1440 // slot_minutes
+    pairs = sorted(set(population_events["location"] + SEP + population_events["intent"]))
+    vocabulary = Vocabulary(7 * slots_per_day, pairs)
+    conditions, lengths, weeks = training_pairs(population_events, vocabulary, config, slots_per_day)
+    generator, discriminator = Generator(vocabulary, config), Discriminator(vocabulary, config)
+
+    def batches(size: int):
+        order = torch.randperm(len(weeks))
+        return [order[i:i + size] for i in range(0, len(weeks), size)]
+
+    optimizer = torch.optim.Adam(generator.parameters(), lr=config.learning_rate)
+    for _ in range(config.pretrain_epochs):
+        for batch in batches(config.batch_size):
+            target = weeks[batch][:, :int((weeks[batch] != PAD).sum(1).max())]   # no all-padding columns
+            loss = -generator.log_probs(generator.encode(conditions[batch], lengths[batch]), target).sum() / (target != PAD).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    for _ in range(config.discriminator_epochs):
+        for batch in batches(config.batch_size):
+            train_discriminator(discriminator, d_optimizer, generator, conditions[batch], lengths[batch], weeks[batch])
+
+    optimizer = torch.optim.Adam(generator.parameters(), lr=config.adversarial_learning_rate)
+    for _ in range(config.adversarial_steps):
+        batch = torch.randperm(len(weeks))[:config.adversarial_batch_size]
+        state = generator.encode(conditions[batch], lengths[batch])
+        generated = generator.generate(state.detach())
+        reward = rewards(generator, discriminator, state.detach(), generated, config.rollouts, config.rollout_every)
+        loss = -(generator.log_probs(state, generated) * reward).sum() / len(batch)   # REINFORCE
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        batch = torch.randperm(len(weeks))[:config.adversarial_batch_size]
+        train_discriminator(discriminator, d_optimizer, generator, conditions[batch], lengths[batch], weeks[batch])
+
+    buffer = io.BytesIO()
+    torch.save({"config": asdict(config), "slots_per_week": vocabulary.slots_per_week, "pairs": pairs,
+                "training_pairs": len(weeks), "generator": generator.state_dict()}, buffer)
+    return artifact_table(buffer.getvalue())
+
+
+def from_table(table: pd.DataFrame) -> FittedSeqGAN:
+    checkpoint = torch.load(io.BytesIO(artifact_bytes(table)), weights_only=True)
+    config = SeqGANConfig(**checkpoint["config"])
+    generator = Generator(Vocabulary(checkpoint["slots_per_week"], checkpoint["pairs"]), config)
+    generator.load_state_dict(checkpoint["generator"])
+    return FittedSeqGAN(generator.eval(), config, checkpoint["training_pairs"])
+
+
+def model_metadata(model: FittedSeqGAN) -> dict:
+    return {"parameters": sum(p.numel() for p in model.generator.parameters()),
+            "training_pairs": model.training_pairs, "event_pairs": len(model.generator.vocabulary.pairs)}
+
+
+def generate(model: FittedSeqGAN, history: pd.DataFrame, week: str, seed: list[int], slot_minutes: int) -> pd.DataFrame:
+    """The week after `week`, conditioned on the user's real events of `week`."""
+    generator, vocabulary = model.generator, model.generator.vocabulary
+    slots_per_day = 1440 // slot_minutes
+    tokens = vocabulary.tokens(history[history["week"] == week].sort_values("ts", kind="stable"), slots_per_day)
+    condition = [BOS] + tokens[tokens[:, 1] > 0].ravel().tolist()[-2 * model.config.max_events:]   # known pairs only
+    rng = torch.Generator().manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+    with torch.no_grad():
+        tokens = generator.generate(generator.encode(torch.tensor([condition]), torch.tensor([len(condition)])), rng)[0]
+    tokens = tokens[:int((tokens == EOS).nonzero()[0])].view(-1, 2).numpy()   # (slot, pair) per event
+    location, intent = zip(*(vocabulary.pairs[p - vocabulary.pair0].split(SEP) for p in tokens[:, 1])) if len(tokens) else ((), ())
+    return week_events(week, tokens[:, 0] - SLOT0, location, intent, np.random.default_rng(seed), slot_minutes)
+
+
+def generate_weeks(model: FittedSeqGAN, tasks, spec, context) -> list:
+    from bgen_assets.generators import WeekResult
+
+    torch.set_num_threads(model.config.threads)
+    return [WeekResult(generate(model, task.history, task.week, task.seed, context.slot_minutes)) for task in tasks]
