@@ -42,7 +42,7 @@ def runner(tmp_path_factory, fixture_data):
     project = load_project(write_project(folder, fixture_data, tokyo_only))
     with project_instance(folder / "dagster") as instance:
         built = Runner.for_project(project, instance, Catalog(project, models))
-        built.build_shared()  # evaluates the still empty synthetic tables: nothing to block
+        built.build_shared()
         fixture_users = sorted(instance.get_dynamic_partitions(users("tokyo").name))
         for user in fixture_users[:3]:  # the others are the membership attack's non-members
             built.materialize_user("tokyo", user)

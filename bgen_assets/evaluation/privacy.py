@@ -4,7 +4,8 @@ per-user differential-privacy estimate, all built on one overlap ratio between w
 Alignment. A week is laid out on its 7 x slots-per-day time slots (slot index = weekday *
 slots_per_day + time_slot), so a synthetic week and a real week are compared Monday 00:00 to
 Monday 00:00, whatever their calendar dates. A slot holds the location of its first event
-(earliest ts); later events in the same slot are ignored. The overlap ratio of weeks a and b is
+(earliest ts, ties by location name); later events in the same slot are ignored. The overlap
+ratio of weeks a and b is
     slots where both hold the same location / slots occupied in a or in b (the union),
 so a copied week scores 1, a week sharing nothing 0, and neither a sparse nor a dense week can
 score high by its size alone. All pairs are computed at once as sparse one-hot products.
@@ -61,7 +62,7 @@ def week_grid(events: pd.DataFrame, week: str, locations: dict[str, int], slot_m
     """The grid of every (user_id, `week`) of `events`; `locations` maps location -> column code."""
     slots = 7 * MINUTES_PER_DAY // slot_minutes
     first = (events.assign(slot=events["weekday"] * (MINUTES_PER_DAY // slot_minutes) + events["time_slot"])
-             .sort_values("ts").drop_duplicates(["user_id", week, "slot"]))
+             .sort_values(["ts", "location"]).drop_duplicates(["user_id", week, "slot"]))
     keys = first[["user_id", week]].drop_duplicates().sort_values(["user_id", week]).reset_index(drop=True)
     row = pd.MultiIndex.from_frame(keys).get_indexer(pd.MultiIndex.from_frame(first[["user_id", week]]))
     slot = first["slot"].to_numpy()
