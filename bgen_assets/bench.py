@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bgen_assets.bench_generators import generator_benchmark
 from bgen_assets.bench_llm_client import client_throughput
 from bgen_assets.bench_recbole import bert4rec_vs_recbole
 from bgen_assets.config import project
@@ -129,6 +130,7 @@ BENCHMARKS = {
     "tokens_per_event": tokens_per_event,
     "behaviorgen_pass_at_1": behaviorgen_pass_at_1,
     "bert4rec_vs_recbole": bert4rec_vs_recbole,
+    "generators": generator_benchmark,
 }
 
 
