@@ -4,7 +4,6 @@ with their times, and generation is deterministic under the seed."""
 
 import pandas as pd
 import pytest
-from dagster import AssetKey
 
 from bgen_assets.assets.synthetic import generation_context, stable_seed
 from bgen_assets.assets.users import PROFILE_ATTRIBUTES
