@@ -1,8 +1,9 @@
-"""Evaluation figures as PNG bytes (matplotlib, Agg backend): the paper's case-study intent
-distributions of one user, and bar charts of fidelity and utility per generator.
+"""Evaluation figures as PNG bytes: the paper's case-study intent distributions of one user,
+and bar charts of fidelity and utility per generator.
 
-Each `*_figure` function returns the matplotlib Figure (so tests can read its labels);
-`png(figure)` renders and closes it, `markdown_image(png)` embeds it in Dagster metadata."""
+Each `*_figure` function returns a matplotlib Figure (so tests can read its labels). Figures
+are made without pyplot, so no global backend or figure registry is involved and PNGs are
+rendered by Agg; `png(figure)` renders one, `markdown_image(png)` embeds it in Dagster metadata."""
 
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ import base64
 import io
 
 import matplotlib
-
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 FIDELITY_METRICS = {  # column of the fidelity table -> label (direction of better)
     "ks_p_time_of_week": "KS p, time of week (higher)",
@@ -28,10 +27,9 @@ FIDELITY_METRICS = {  # column of the fidelity table -> label (direction of bett
 }
 
 
-def png(figure: plt.Figure) -> bytes:
+def png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -40,7 +38,7 @@ def markdown_image(data: bytes, title: str) -> str:
 
 
 def intent_distribution_figure(user_real: pd.Series, population: pd.Series, synthetic: pd.Series,
-                               user: str, generator: str) -> plt.Figure:
+                               user: str, generator: str) -> Figure:
     """Share of each intent for one user's real events, the population users' real events and
     the user's synthetic events (intents in order of the user's real share)."""
     shares = pd.concat({f"user {user}, real": user_real.value_counts(normalize=True),
@@ -48,7 +46,8 @@ def intent_distribution_figure(user_real: pd.Series, population: pd.Series, synt
                         f"user {user}, synthetic ({generator})": synthetic.value_counts(normalize=True)},
                        axis=1).fillna(0.0)
     shares = shares.sort_values(shares.columns[0], ascending=False)
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(shares)), 4))
+    figure = Figure(figsize=(max(6.0, 0.6 * len(shares)), 4))
+    axes = figure.subplots()
     width = 0.8 / shares.shape[1]
     positions = np.arange(len(shares))
     for i, column in enumerate(shares.columns):
@@ -61,12 +60,17 @@ def intent_distribution_figure(user_real: pd.Series, population: pd.Series, synt
     return figure
 
 
-def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str) -> plt.Figure:
-    """One panel per column of `values` (index = generators), one bar per generator."""
+def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str) -> Figure:
+    """One panel per column of `values` (index = generators, four panels a row), one bar per generator."""
     columns = list(values.columns)
-    figure, panels = plt.subplots(1, len(columns), figsize=(2.6 * len(columns) + 1, 3.6), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for panel, column in zip(panels[0], columns):
+    width = min(4, len(columns))
+    height = -(-len(columns) // width)
+    figure = Figure(figsize=(2.8 * width + 1, 3.4 * height))
+    panels = figure.subplots(height, width, squeeze=False).ravel()
+    for unused in panels[len(columns):]:
+        unused.remove()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for panel, column in zip(panels, columns):
         bars = panel.bar(range(len(values)), values[column].to_numpy(float),
                          color=[colors[i % len(colors)] for i in range(len(values))])
         panel.set_xticks(range(len(values)), values.index, rotation=45, ha="right")
@@ -79,14 +83,14 @@ def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str) -> plt.Fi
     return figure
 
 
-def fidelity_figure(fidelity: pd.DataFrame) -> plt.Figure:
+def fidelity_figure(fidelity: pd.DataFrame) -> Figure:
     """Bar charts of the `all` rows of fidelity tables (one or more generators)."""
     overall = fidelity[fidelity["level"] == "all"].set_index("generator")
     values = overall[list(FIDELITY_METRICS)].rename(columns=FIDELITY_METRICS)
     return grouped_bars_figure(values, "Fidelity to the real data per generator", "value")
 
 
-def utility_figure(results: pd.DataFrame, metrics: list[str] | None = None) -> plt.Figure:
+def utility_figure(results: pd.DataFrame, metrics: list[str] | None = None) -> Figure:
     """Bar charts of predictor results: a frame with `generator` and one column per metric
     (e.g. precision, recall, ndcg@3, ndcg@5); rows of one generator are averaged."""
     metrics = metrics or [column for column in results.columns if column != "generator"
@@ -95,9 +99,10 @@ def utility_figure(results: pd.DataFrame, metrics: list[str] | None = None) -> p
     return grouped_bars_figure(values, "Next-intent prediction per training data generator", "score")
 
 
-def overlap_histogram_figure(top1: pd.Series, generator: str, level: float) -> plt.Figure:
+def overlap_histogram_figure(top1: pd.Series, generator: str, level: float) -> Figure:
     """Distribution of each synthetic week's overlap with its most similar real week."""
-    figure, axes = plt.subplots(figsize=(6, 3.6))
+    figure = Figure(figsize=(6, 3.6))
+    axes = figure.subplots()
     axes.hist(top1.to_numpy(float), bins=np.linspace(0, 1, 21), label=f"{generator} ({len(top1)} weeks)")
     axes.axvline(level, color="black", linestyle="--", label=f"privacy gate level {level}")
     axes.set_xlabel("overlap ratio with the most similar real week")
