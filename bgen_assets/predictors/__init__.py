@@ -28,7 +28,9 @@ API:
 
     predictions = user_model.predict(user_events_with_test_targets)    # Predictions
     predictions.frame     # one row per target: user_id, ts, intent (true), predicted
-    predictions.scores    # [targets, intents] scores; predictions.intents names the columns
+    predictions.scores    # [targets, intents] log-probabilities; predictions.intents names the columns
+    predictions.ranked()  # per target, the intents best first
+    user_model.target_losses(frame)    # cross-entropy per target row (index: the frame's)
     pooled, per_user = metrics.evaluate(predictions, anchors=metrics.anchor_intents(counts, 0.8))
 
     user_model.save(directory); TrainedPredictor.load(directory)
@@ -42,8 +44,9 @@ seeded shuffling), early stopping on validation loss with the best epoch's weigh
 an optional `regulariser(model, batch, logits) -> scalar` added to every step's loss.
 Training samples are windows of N + 1 events ending every `stride` events; every target
 position in them is supervised (Bert4Rec: the masked ones; PITuning: all, causally), so an
-epoch costs about 1/stride of one sample per event. Validation and prediction use one sample
-per target row, the target in the last position.
+epoch costs one sample per `stride` events instead of one per event. Validation and
+prediction use one sample per target row, the target in the last position.
+Tracking these trainings in MLflow: bgen_assets/tracking.py.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def progressive_fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, 
                                  config.seed + i)
         stage2_sources[name] = frame.assign(target=frame.index.isin(chosen))
     stage2 = fit(config, stage2_sources, valid, init=stage1, on_epoch=stage_log(2, len(stage1.history)),
-                 **{k: v for k, v in fit_options.items() if k not in ("intents", "locations")})
+                 **fit_options)
     stage2.history = [{**r, "stage": 1} for r in stage1.history] + [
         {**r, "epoch": len(stage1.history) + r["epoch"], "stage": 2} for r in stage2.history]
     return stage2
