@@ -34,6 +34,8 @@ import sacrebleu
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
+from bgen_assets.generators import week_of
+
 MINUTES_PER_DAY = 1440
 METRICS = [
     "synthetic_weeks", "real_weeks", "synthetic_events_per_week", "real_events_per_week",
@@ -44,8 +46,7 @@ METRICS = [
 
 def with_week(real: pd.DataFrame) -> pd.DataFrame:
     """Real events labelled with the Monday of their calendar week (like `DS.weekly_segments`)."""
-    monday = real["ts"].dt.normalize() - pd.to_timedelta(real["ts"].dt.weekday, unit="D")
-    return real.assign(week=monday.dt.strftime("%Y-%m-%d"))
+    return real.assign(week=week_of(real["ts"]))
 
 
 def time_of_week(events: pd.DataFrame, slot_minutes: int) -> np.ndarray:
