@@ -107,7 +107,9 @@ class Catalog:
         return SqlModel(Relation(dataset, path.stem), path, sql, unique_refs)
 
     def _defaults(self) -> dict:
-        return {"slot_minutes": self.project.slot_minutes}
+        split = self.project.split
+        return {"slot_minutes": self.project.slot_minutes, "train_share": split.train_share,
+                "valid_share": split.valid_share, "limited_records": split.limited_records}
 
     def models(self, dataset: str) -> list[SqlModel]:
         return [self.render(path, dataset) for path in self.model_files(dataset).values()]

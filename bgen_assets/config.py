@@ -96,6 +96,15 @@ class Dataset(StrictModel):
 class Split(StrictModel):
     population_share: float = Field(0.7, gt=0, lt=1)
     seed: int = 0
+    train_share: float = Field(0.6, gt=0, lt=1, description="individual users: first share of events, fine-tune train")
+    valid_share: float = Field(0.2, gt=0, lt=1, description="the next share, validation; the rest is test")
+    limited_records: int = Field(100, gt=0, description="the few-records scenario: a user's first N train events")
+
+    @model_validator(mode="after")
+    def _leaves_a_test_share(self) -> Split:
+        if self.train_share + self.valid_share >= 1:
+            raise ValueError("train_share + valid_share must leave a test share (< 1)")
+        return self
 
 
 class ScopeSelection(StrictModel):

@@ -13,6 +13,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._time import get_current_datetime
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from bgen_assets.assets.synthetic import SYNTHETIC_GROUP
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import PROJECT_ROOT, Project
 from bgen_assets.partitions import users
@@ -73,17 +74,27 @@ class Runner:
         if failures or not result.success:
             raise RunFailed("\n".join(failures) or f"run {result.run_id} failed")
 
+    def _rebuild_outdated(self, keys: list[AssetKey]) -> list[AssetKey]:
+        """Rebuild those of `keys` that are stale or missing, with what depends on them among `keys`."""
+        outdated = [key for key in keys if self.stale_or_missing(key, [None])]
+        if outdated:
+            self._materialize(AssetSelection.assets(*outdated).downstream() & AssetSelection.assets(*keys))
+        return outdated
+
     def build_shared(self) -> list[AssetKey]:
-        """Observe the source files, then rebuild the unpartitioned assets that are stale or
-        missing and everything unpartitioned downstream of them. Returns what was outdated."""
+        """Observe the source files, then rebuild the shared (unpartitioned) assets that every
+        generator starts from, where stale or missing. Fitted generators and everything built
+        from synthetic data are built for the generators a run asks for. Returns what was outdated."""
         graph = self.graph
         self._materialize([key for key in graph.get_all_asset_keys() if graph.get(key).is_observable])
-        shared = [key for key in graph.materializable_asset_keys if not graph.get(key).is_partitioned]
-        outdated = [key for key in shared if self.stale_or_missing(key, [None])]
-        if outdated:
-            partitioned = [key for key in graph.materializable_asset_keys if graph.get(key).is_partitioned]
-            self._materialize(AssetSelection.assets(*outdated).downstream() - AssetSelection.assets(*partitioned))
-        return outdated
+        return self._rebuild_outdated(self.shared_keys())
+
+    def shared_keys(self) -> list[AssetKey]:
+        """The unpartitioned assets not built from a generator (sources, seeds, models, users)."""
+        graph = self.graph
+        from_generators = AssetSelection.groups(SYNTHETIC_GROUP).downstream().resolve(graph)
+        return [key for key in graph.materializable_asset_keys
+                if not graph.get(key).is_partitioned and key not in from_generators]
 
     def stale_or_missing(self, key: AssetKey, partitions: list[str]) -> list[str]:
         view = AssetGraphView(
@@ -111,22 +122,30 @@ class Runner:
             self._materialize([segments], partition_key=user)
         return len(stale)
 
+    def fit_generators(self, dataset: str, generator: str | None = None) -> list[AssetKey]:
+        """The dataset's fitted generator models (`DS/NAME_model`) where stale or missing."""
+        fitted = [parent for key in self.synthetic_keys(dataset, generator) for parent in self.graph.get(key).parent_keys
+                  if self.graph.get(parent).group_name == SYNTHETIC_GROUP]
+        return self._rebuild_outdated(fitted)
+
     def materialize_user(
         self, dataset: str, user: str, generator: str | None = None, max_weeks: int | None = None
     ) -> dict[str, int]:
-        """One user's weekly segments and synthetic partitions, only where missing or stale.
+        """One user's weekly segments and synthetic partitions (and the generators' fitted models),
+        only where missing or stale.
 
         Returns how many partitions each asset materialised (0 everywhere = already up to date)."""
         if user not in self.instance.get_dynamic_partitions(users(dataset).name):
             raise RunFailed(f"unknown user {user!r} of dataset {dataset!r} (is {dataset}/raw_events materialised?)")
         targets = self.synthetic_keys(dataset, generator)
         upstream = {parent for key in targets for parent in self.graph.get(key).parent_keys
-                    if not self.graph.get(parent).is_partitioned}
-        upstream |= {AssetKey([dataset, "events"]), AssetKey([dataset, "profiles"]), AssetKey([dataset, "user_split"])}
+                    if not self.graph.get(parent).is_partitioned and self.graph.get(parent).group_name != SYNTHETIC_GROUP}
+        upstream |= {AssetKey([dataset, name]) for name in ("event_splits", "profiles")}
         missing = sorted(key.to_user_string() for key in upstream if self.stale_or_missing(key, [None]))
         if missing:
             raise RunFailed(f"shared assets missing or stale: {', '.join(missing)}; build them first with `bgen build`")
-        done = {f"{dataset}/weekly_segments": self.materialize_segments(dataset, user)}
+        done = {key.to_user_string(): 1 for key in self.fit_generators(dataset, generator)}
+        done[f"{dataset}/weekly_segments"] = self.materialize_segments(dataset, user)
         weeks = self.user_weeks(dataset, user)[:max_weeks]
         for key in targets:
             pending = self.stale_or_missing(key, [f"{user}|{week}" for week in weeks])

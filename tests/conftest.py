@@ -82,6 +82,7 @@ def built(tmp_path_factory, fixture_data):
     with project_instance(folder / "dagster") as instance:
         runner = Runner.for_project(project, instance)
         runner.build_shared()
+        runner.fit_generators("tokyo", "markov")
         yield runner
 
 

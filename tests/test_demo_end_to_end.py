@@ -14,7 +14,10 @@ from conftest import write_project
 
 @pytest.mark.slow
 def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
-    project_file = write_project(tmp_path, fixture_data)
+    def with_behaviorgen_user(raw):  # 1004 is BehaviorGen's declared demo user: one offline-model batch
+        raw["scopes"]["demo"]["tokyo"]["users"] = ["1004", "638"]
+
+    project_file = write_project(tmp_path, fixture_data, with_behaviorgen_user)
     env = {**os.environ, "BGEN_PROJECT": str(project_file), "COLUMNS": "200"}
     bgen = Path(sys.executable).parent / "bgen"
     result = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -31,6 +34,12 @@ def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
             row = next(line for line in result.stdout.splitlines()
                        if line.strip().startswith(f"│ {dataset}") and "synthetic_markov" in line)
             assert f"{events:,}" in row and f"{synthetic:,}" in row and f" {users} " in row
+        behaviorgen = con.execute("SELECT count(*), bool_and(pass_at_1), sum(completion_tokens) "
+                                  "FROM tokyo.synthetic_behaviorgen_log").fetchall()[0]
+    assert behaviorgen[0] == 2 and behaviorgen[1] and behaviorgen[2] > 0  # 1004's two weeks, valid at once
+    row = next(line for line in result.stdout.splitlines() if "synthetic_behaviorgen" in line)
+    assert "100%" in row
     # a second demo run finds everything up to date
     again = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "synthetic_markov 0" in again.stdout
+    assert "tokyo/synthetic_behaviorgen 0" in again.stdout

@@ -92,6 +92,13 @@ def generation_context(project: Project, dataset: str, warehouse: Warehouse) -> 
     )
 
 
+def visible_weeks(segments: pd.DataFrame) -> set[str]:
+    """The weeks a generator may condition on: every event in them is population pretraining or an
+    individual user's fine-tune train data, so validation and test periods are never seen."""
+    hidden = segments.loc[~segments["part"].isin(["pretrain", "train"]), "week"]
+    return set(segments["week"]) - set(hidden)
+
+
 def accounting(log: pd.DataFrame, prices: dict) -> dict:
     """Run totals of the generation log, as asset metadata."""
     generated = log[log["attempts"] > 0]
@@ -151,12 +158,15 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         profiles = warehouse.query(
             f'SELECT * FROM "{dataset}".profiles WHERE list_contains(?, user_id)', [users]
         ).set_index("user_id")[list(PROFILE_ATTRIBUTES)].to_dict("index")
+        visible = {user: visible_weeks(segments) for user, segments in histories.items()}
         tasks = [
             WeekTask(user, week, histories[user][histories[user]["week"] <= week], profiles.get(user, {}),
                      stable_seed(spec.seed, dataset, user, week))
             for user, week in requested
-            if user in histories and (histories[user]["week"] == week).any()  # else nothing to condition on
+            if week in visible.get(user, ())  # else no real week, or one in validation/test: nothing generated
         ]
+        with_real_week = {user: set(segments["week"]) for user, segments in histories.items()}
+        real_weeks = sum(week in with_real_week.get(user, ()) for user, week in requested)
         started = time.perf_counter()
         results = kind.generate_weeks(model, tasks, spec, generation_context(project, dataset, warehouse)) if tasks else []
         seconds = time.perf_counter() - started
@@ -179,7 +189,8 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
             metadata={
                 "dagster/row_count": len(generated),
                 "partitions": len(requested),
-                "partitions_without_real_week": len(requested) - len(tasks),
+                "partitions_without_real_week": len(requested) - real_weeks,
+                "partitions_beyond_training": real_weeks - len(tasks),
                 "generate_seconds": round(seconds, 3),
                 "events_per_week": round(len(generated) / max(len(tasks), 1), 2),
                 **accounting(log, spec.params.get("prices", {})),

@@ -140,34 +140,31 @@ def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
 def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
     @asset(
         key=[dataset, "weekly_segments"],
-        deps=[AssetKey([dataset, name]) for name in ("events", "profiles", "user_split")],
+        deps=[AssetKey([dataset, name]) for name in ("event_splits", "profiles")],
         partitions_def=users(dataset),
         group_name=USERS_GROUP,
         pool=DUCKDB_POOL,
-        description="One user's events labelled with their calendar week (the generation unit). Its data "
-        "version hashes the user's events, profile and split role, so a change to one user makes only "
-        "that user's synthetic partitions stale.",
-        code_version="1",
+        description="One user's events labelled with their calendar week (the generation unit) and their "
+        "experiment part. Its data version hashes the user's events, parts and profile, so a change to "
+        "one user makes only that user's synthetic partitions stale.",
+        code_version="2",
         kinds={"duckdb"},
     )
     def weekly_segments(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         user = context.partition_key
         segments = warehouse.query(
-            f"""SELECT user_id, strftime(date_trunc('week', ts), '%Y-%m-%d') AS week,
-                       (dense_rank() OVER (ORDER BY date_trunc('week', ts)) - 1)::BIGINT AS week_index,
-                       ts, weekday::BIGINT AS weekday, time_slot::BIGINT AS time_slot, location, intent
-                FROM "{dataset}".events WHERE user_id = ? ORDER BY ts, location""",
+            f"""SELECT user_id, week, (dense_rank() OVER (ORDER BY week) - 1)::BIGINT AS week_index,
+                       ts, weekday::BIGINT AS weekday, time_slot::BIGINT AS time_slot, location, intent, part
+                FROM "{dataset}".event_splits WHERE user_id = ? ORDER BY ts, location""",
             [user],
         )
-        context_rows = warehouse.query(
-            f'SELECT p.*, s.role FROM "{dataset}".profiles p JOIN "{dataset}".user_split s USING (user_id) '
-            "WHERE user_id = ?", [user],
-        )
+        profile = warehouse.query(f'SELECT * FROM "{dataset}".profiles WHERE user_id = ?', [user])
         warehouse.replace_partitions(dataset, {"weekly_segments": segments}, [{"user_id": user}])
-        version = frame_fingerprint(segments) + frame_fingerprint(context_rows)[:8]
+        version = frame_fingerprint(segments) + frame_fingerprint(profile)[:8]
         return MaterializeResult(
             data_version=DataVersion(version),
-            metadata={"dagster/row_count": len(segments), "weeks": int(segments["week"].nunique())},
+            metadata={"dagster/row_count": len(segments), "weeks": int(segments["week"].nunique()),
+                      "parts": segments["part"].value_counts().to_dict()},
         )
 
     return weekly_segments

@@ -1,0 +1,39 @@
+"""The experiment split of every real event, and the guarantee that no generator sees an
+individual user's validation or test period."""
+
+from dagster import AssetKey
+
+
+def test_parts_follow_time_order_and_declared_shares(built):
+    splits = built.warehouse.query("SELECT * FROM tokyo.event_splits ORDER BY user_id, event_number")
+    split = built.project.split
+    assert set(splits.loc[splits.role == "population", "part"]) == {"pretrain"}
+    individual = splits[splits.role == "individual"]
+    assert individual.user_id.nunique() > 0
+    order = {"train": 0, "valid": 1, "test": 2}
+    for user, events in individual.groupby("user_id"):
+        assert events["ts"].is_monotonic_increasing
+        assert events["part"].map(order).is_monotonic_increasing, user  # train, then valid, then test
+        n = len(events)
+        assert (events.part == "train").sum() == int(n * split.train_share)
+        assert (events.part == "valid").sum() == int(n * (split.train_share + split.valid_share)) - int(n * split.train_share)
+        assert events["limited"].sum() == min(split.limited_records, int(n * split.train_share))
+        assert events.loc[events.limited, "part"].eq("train").all()
+    assert not splits.loc[splits.role == "population", "limited"].any()
+
+
+def test_generators_never_condition_on_validation_or_test_weeks(built):
+    roles = built.warehouse.query("SELECT user_id, role FROM tokyo.user_split")
+    user = roles.loc[roles.role == "individual", "user_id"].sort_values().iloc[0]
+    built.materialize_user("tokyo", user, "markov")
+    segments = built.warehouse.query("SELECT week, part FROM tokyo.weekly_segments WHERE user_id = ?", [user])
+    first_unseen = segments.loc[segments.part.isin(["valid", "test"]), "week"].min()
+    generated = built.warehouse.query("SELECT DISTINCT week FROM tokyo.synthetic_markov WHERE user_id = ?", [user])
+    logged = built.warehouse.query("SELECT week FROM tokyo.synthetic_markov_log WHERE user_id = ?", [user])
+    assert len(generated) > 0
+    assert (generated.week < first_unseen).all() and (logged.week < first_unseen).all()
+    train_weeks = set(segments.week) - set(segments.loc[segments.part != "train", "week"])
+    assert set(logged.week) == train_weeks  # every fully-train week generated, nothing after
+    metadata = built.instance.get_latest_materialization_event(
+        AssetKey(["tokyo", "synthetic_markov"])).asset_materialization.metadata
+    assert metadata["partitions_beyond_training"].value == len(set(segments.week)) - len(train_weeks) > 0
