@@ -10,8 +10,8 @@ from dagster import AssetKey, Definitions, asset
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, load_project
 from bgen_assets.evaluation.gate import gate_verdict
-from bgen_assets.runs import Runner, RunFailed
 from bgen_assets.partitions import users
+from bgen_assets.runs import RunFailed, Runner
 from conftest import project_instance, write_project
 
 GENERATORS = ("markov", "repeat_last_week")
