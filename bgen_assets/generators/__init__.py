@@ -31,6 +31,7 @@ from bgen_assets.llm import EventVocabulary
 KINDS = {"markov": "bgen_assets.generators.markov", "llm": "bgen_assets.generators.behaviorgen",
          "reference": "bgen_assets.generators.reference",
          "behavior_gpt": "bgen_assets.generators.behavior_gpt",
+         "behavior_lora": "bgen_assets.generators.behavior_lora",
          "sdv_par": "bgen_assets.generators.sdv_par", "seqgan": "bgen_assets.generators.seqgan"}
 
 
