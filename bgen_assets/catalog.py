@@ -5,6 +5,8 @@ Layout:
   models/seeds/NAME.csv        -> asset seeds/NAME, table seeds.NAME
   models/dataset/NAME.sql      -> asset DS/NAME for every dataset DS (unless DS overrides it)
   models/DS/NAME.sql           -> asset DS/NAME for dataset DS only
+  models/per_generator/NAME.sql -> asset DS/NAME_GEN for every dataset DS and generator GEN
+                                  (models/generators/GEN.yml); the template sees `generator`
   models/schema.yml            -> descriptions, column docs and column checks of every table
   models/macros.sql            -> Jinja macros available to every model
 """
@@ -22,6 +24,7 @@ import yaml
 from bgen_assets.config import MODELS_DIR, Project
 
 SHARED_MODELS = "dataset"
+PER_GENERATOR = "per_generator"
 SEEDS = "seeds"
 
 
@@ -52,6 +55,11 @@ class SqlModel:
     path: Path
     sql: str
     refs: tuple[Relation, ...] = field(default=())
+    doc_name: str = ""          # its entry in schema.yml, when not the table's own name
+
+    @property
+    def table_doc_name(self) -> str:
+        return self.doc_name or self.relation.name
 
     @property
     def code_version(self) -> str:
@@ -85,7 +93,7 @@ class Catalog:
         files.update({path.stem: path for path in sorted((self.models_dir / dataset).glob("*.sql"))})
         return files
 
-    def render(self, path: Path, dataset: str) -> SqlModel:
+    def render(self, path: Path, dataset: str, generator: str | None = None) -> SqlModel:
         refs: list[Relation] = []
         variables = {**self._defaults(), **self.project.datasets[dataset].vars}
 
@@ -102,9 +110,11 @@ class Catalog:
             raise KeyError(f"{path}: var({name!r}) is not declared for dataset {dataset!r} in bgen_project.yml")
 
         template = self._jinja.from_string(self._macro_source + path.read_text())
-        sql = template.render(ref=ref, var=var, dataset=dataset).strip().rstrip(";")
+        sql = template.render(ref=ref, var=var, dataset=dataset, generator=generator).strip().rstrip(";")
         unique_refs = tuple(dict.fromkeys(refs))
-        return SqlModel(Relation(dataset, path.stem), path, sql, unique_refs)
+        if generator is None:
+            return SqlModel(Relation(dataset, path.stem), path, sql, unique_refs)
+        return SqlModel(Relation(dataset, f"{path.stem}_{generator}"), path, sql, unique_refs, doc_name=path.stem)
 
     def _defaults(self) -> dict:
         split = self.project.split
@@ -112,4 +122,9 @@ class Catalog:
                 "valid_share": split.valid_share, "limited_records": split.limited_records}
 
     def models(self, dataset: str) -> list[SqlModel]:
-        return [self.render(path, dataset) for path in self.model_files(dataset).values()]
+        from bgen_assets.generators import load_generator_specs
+
+        generators = [spec.name for spec in load_generator_specs(self.models_dir / "generators")]
+        per_generator = sorted((self.models_dir / PER_GENERATOR).glob("*.sql"))
+        return [self.render(path, dataset) for path in self.model_files(dataset).values()] + [
+            self.render(path, dataset, generator) for path in per_generator for generator in generators]

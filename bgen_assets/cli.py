@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bgen_assets.config import ConfigError, project
+from bgen_assets.experiments import load_experiment_specs
 from bgen_assets.generators import load_generator_specs
 
 console = Console(width=150)
@@ -51,6 +52,8 @@ def summary(runner, scope: str) -> Table:
 
 
 def cmd_demo(args) -> None:
+    from dagster import AssetKey
+
     runner = _runner()
     started = time.perf_counter()
     console.print("[bold]Shared assets[/bold] (raw sources, seeds, SQL models, profiles, fitted generators)")
@@ -68,7 +71,21 @@ def cmd_demo(args) -> None:
                 done = runner.materialize_user(dataset, user, spec.name, selection.max_weeks_per_user)
                 console.print(f"  {spec.name} {dataset} user {user}: " + ", ".join(f"{k} {v}" for k, v in done.items())
                               + f" ({time.perf_counter() - began:.0f} s)")
-    console.print(summary(runner, args.scope or project().scope))
+    console.print("[bold]Evaluation and training[/bold] (fidelity, privacy gate, predictors, result tables)")
+    experiments = [spec for spec in load_experiment_specs() if spec.scoped(scope).build]
+    for dataset in project().datasets:
+        built = [spec.name for spec in load_generator_specs()
+                 if runner.instance.get_materialized_partitions(AssetKey([dataset, f"synthetic_{spec.name}"]))]
+        began = time.perf_counter()
+        verdicts = runner.evaluate_generators(dataset, built)
+        for generator, (passed, reason) in verdicts.items():
+            if not passed:
+                console.print(f"  {dataset}: [yellow]{generator} is not trained on[/yellow]: {reason}")
+        usable = [generator for generator, (passed, _) in verdicts.items() if passed]
+        trained = runner.train_experiments(dataset, experiments, usable)
+        console.print(f"  {dataset}: evaluated {len(built)} generators, rebuilt "
+                      f"{', '.join(k.to_user_string() for k in trained) or 'nothing'} ({time.perf_counter() - began:.0f} s)")
+    console.print(summary(runner, scope))
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
 
 

@@ -182,6 +182,39 @@ class Project(StrictModel):
         return self.scopes[scope or self.scope].get(dataset, ScopeSelection())
 
 
+def merged(base: dict, override: dict) -> dict:
+    """`override` laid over `base`, nested mappings merged key by key."""
+    result = dict(base)
+    for key, value in override.items():
+        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+    return result
+
+
+def load_declarations(folder: Path, model: type[BaseModel]) -> list:
+    """Every `folder/*.yml` as `model` (its `name` is the file's stem). `extends: OTHER` starts
+    from OTHER's declaration less its description and scope, so a variant states only what it
+    changes (e.g. an ablation switching one prompt component off)."""
+    raw = {path.stem: yaml.safe_load(path.read_text()) or {} for path in sorted(folder.glob("*.yml"))}
+
+    def resolve(name: str, seen: tuple[str, ...] = ()) -> dict:
+        declaration = dict(raw[name])
+        parent = declaration.pop("extends", None)
+        if parent is None:
+            return declaration
+        if parent not in raw or parent in seen:
+            raise ConfigError(f"invalid declaration {folder / name}.yml: extends unknown or circular {parent!r}")
+        inherited = {k: v for k, v in resolve(parent, (*seen, name)).items() if k not in ("description", "scope")}
+        return merged(inherited, declaration)
+
+    declarations = []
+    for name in raw:
+        try:
+            declarations.append(model.model_validate({"name": name, **resolve(name)}))
+        except ValueError as exc:
+            raise ConfigError(f"invalid declaration {folder / name}.yml: {exc}") from None
+    return declarations
+
+
 def _describe(error: ValidationError, path: Path) -> str:
     lines = [f"invalid configuration in {path}:"]
     for item in error.errors():

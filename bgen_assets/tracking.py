@@ -88,6 +88,14 @@ class MlflowTracking(ConfigurableResource):
     tracking_uri: str | None = Field(default=None, description="default: $BGEN_MLFLOW_URI, else the local store")
     artifact_root: str | None = Field(default=None, description="default: STATE/mlflow/artifacts for the local store")
 
+    @classmethod
+    def for_project(cls, home: Path) -> MlflowTracking:
+        """$BGEN_MLFLOW_URI when set, else the local store under the project's state directory."""
+        if os.environ.get("BGEN_MLFLOW_URI"):
+            return cls(tracking_uri=os.environ["BGEN_MLFLOW_URI"])
+        uri, root = default_store(home)
+        return cls(tracking_uri=uri, artifact_root=str(root))
+
     def uri(self) -> str:
         return self.tracking_uri or os.environ.get("BGEN_MLFLOW_URI") or default_store(project().home)[0]
 

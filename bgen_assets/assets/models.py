@@ -62,7 +62,7 @@ def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
 
 def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
     relation = model.relation
-    doc = catalog.table_doc(relation.name)
+    doc = catalog.table_doc(model.table_doc_name)
 
     @asset(
         key=relation.key_path,
@@ -74,7 +74,7 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
         metadata={
             "sql": MetadataValue.md(f"```sql\n{model.sql}\n```"),
             "path": MetadataValue.path(str(model.path)),
-            **column_schema(catalog, relation.name),
+            **column_schema(catalog, model.table_doc_name),
         },
         kinds={"duckdb", "sql"},
     )

@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bgen_assets.config import MODELS_DIR, ConfigError, ScopeSelection
+from bgen_assets.config import MODELS_DIR, ScopeSelection, load_declarations
 from bgen_assets.llm import EventVocabulary
 
 KINDS = {"markov": "bgen_assets.generators.markov", "llm": "bgen_assets.generators.behaviorgen",
@@ -69,36 +68,8 @@ class GeneratorSpec(BaseModel):
         return ScopeSelection(users=users, max_weeks_per_user=min(weeks) if weeks else None)
 
 
-def merged(base: dict, override: dict) -> dict:
-    """`override` laid over `base`, nested mappings merged key by key."""
-    result = dict(base)
-    for key, value in override.items():
-        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
-    return result
-
-
 def load_generator_specs(folder: Path = MODELS_DIR / "generators") -> list[GeneratorSpec]:
-    """Every declaration; `extends: OTHER` starts from OTHER's declaration (a variant states
-    only what it changes, e.g. an ablation switching one prompt component off)."""
-    raw = {path.stem: yaml.safe_load(path.read_text()) or {} for path in sorted(folder.glob("*.yml"))}
-
-    def resolve(name: str, seen: tuple[str, ...] = ()) -> dict:
-        declaration = dict(raw[name])
-        parent = declaration.pop("extends", None)
-        if parent is None:
-            return declaration
-        if parent not in raw or parent in seen:
-            raise ConfigError(f"invalid generator declaration {folder / name}.yml: extends unknown or circular {parent!r}")
-        inherited = {k: v for k, v in resolve(parent, (*seen, name)).items() if k not in ("description", "scope")}
-        return merged(inherited, declaration)
-
-    specs = []
-    for name in raw:
-        try:
-            specs.append(GeneratorSpec.model_validate({"name": name, **resolve(name)}))
-        except ValueError as exc:
-            raise ConfigError(f"invalid generator declaration {folder / name}.yml: {exc}") from None
-    return specs
+    return load_declarations(folder, GeneratorSpec)
 
 
 def artifact_table(payload: bytes) -> pd.DataFrame:

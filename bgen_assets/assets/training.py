@@ -1,0 +1,243 @@
+"""Predictors trained per experiment declaration (`models/experiments/NAME.yml`) and dataset:
+
+  DS/NAME_real        the real-only population model, and per individual user fine-tunes on
+                      the real train part and on the first `limited_records` events
+  DS/NAME_with_GEN    for each declared generator: pretraining on real + GEN's synthetic weeks,
+                      per-user fine-tunes on GEN only (replacement) and on limited + GEN
+                      (augmentation), from `DS/training_set_GEN` (built only past the privacy gate)
+  DS/utility_results  the paper-style tables of every experiment (bgen_assets/results.py)
+
+Every training is an MLflow run (per-user fine-tunes are child runs of the population run),
+tagged with the data versions of what it was trained on. Scores: the real test events of the
+individual users in the project's scope (bgen_assets/experiments.py)."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetDep, AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+
+from bgen_assets.assets.models import table_fingerprint
+from bgen_assets.catalog import Catalog, Relation
+from bgen_assets.config import Project
+from bgen_assets.evaluation.gate import gate_verdict, table_exists
+from bgen_assets.experiments import (
+    ExperimentSpec,
+    Scorer,
+    fine_tune,
+    pretraining_frames,
+    scenario_training_data,
+    score_rows,
+)
+from bgen_assets.predictors import TrainedPredictor, fit, metrics
+from bgen_assets.results import TABLES, markdown, utility_tables
+from bgen_assets.schemas import table_schema, validate
+from bgen_assets.tracking import MlflowTracking, TrainingRun
+from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+
+TRAINING_GROUP = "training"
+
+
+class ExperimentData:
+    """The real events an experiment reads, and its fixed scorer, for one dataset and scope."""
+
+    def __init__(self, project: Project, dataset: str, spec: ExperimentSpec, warehouse: Warehouse):
+        self.splits = warehouse.query(f'SELECT * FROM "{dataset}".event_splits ORDER BY user_id, ts')
+        self.intents = sorted(self.splits["intent"].unique())
+        chosen = project.selection(dataset).users
+        individual = self.splits[self.splits["role"] == "individual"]
+        if chosen is not None:
+            individual = individual[individual["user_id"].isin(chosen)]
+        self.individual = individual
+        self.population = self.splits[self.splits["part"] == "pretrain"]
+        anchors = metrics.anchor_intents(self.population["intent"].value_counts(), spec.anchor_share)
+        self.scorer = Scorer(individual, anchors)
+        self.lineage = {f"{dataset}/event_splits": table_fingerprint(warehouse, Relation(dataset, "event_splits"))[1]}
+
+
+def model_directory(project: Project, dataset: str, spec: ExperimentSpec) -> Path:
+    """`DS/NAME_real`'s models: `population/`, and `limited/USER/` per individual user."""
+    return project.home / "predictors" / dataset / spec.name / "real"
+
+
+def save_real_models(population: TrainedPredictor, limited: dict[str, TrainedPredictor], directory: Path) -> None:
+    """Replace the saved models as a whole: readers never see half of them."""
+    staging = directory.with_name(directory.name + ".incoming")
+    shutil.rmtree(staging, ignore_errors=True)
+    population.save(staging / "population")
+    for user, model in limited.items():
+        if model is not population:
+            model.save(staging / "limited" / user)
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+
+
+def load_real_models(directory: Path) -> tuple[TrainedPredictor, dict[str, TrainedPredictor]]:
+    population = TrainedPredictor.load(directory / "population")
+    limited = {path.name: TrainedPredictor.load(path) for path in sorted((directory / "limited").glob("*"))}
+    return population, limited
+
+
+def per_user_scores(spec: ExperimentSpec, data: ExperimentData, config, population: TrainedPredictor,
+                    scenario: str, generator: str, synthetic: pd.DataFrame | None, parent: TrainingRun,
+                    fallback: dict[str, TrainedPredictor] | None = None
+                    ) -> tuple[pd.DataFrame, dict[str, TrainedPredictor]]:
+    """Fine-tune one model per individual user for `scenario` (child runs of `parent`), score them.
+    A user with nothing to train on keeps `fallback[user]` (default: the population model)."""
+    models: dict[str, TrainedPredictor] = {}
+    with_data = 0
+    for user, events in data.individual.groupby("user_id", sort=True):
+        own = synthetic[synthetic["user_id"] == user] if synthetic is not None else None
+        sources, valid = scenario_training_data(scenario, events, own)
+        if not any(len(population.windows(frame)) for frame in sources.values()):  # nothing, or too short
+            models[user] = (fallback or {}).get(user, population)
+            continue
+        with_data += 1
+        with parent.child(f"user {user}: {scenario} fine-tune on {generator}", config=config,
+                          params={"scenario": scenario, "generator": generator, "user_id": user,
+                                  **{f"{name}_events": len(frame) for name, frame in sources.items()}}) as run:
+            models[user] = fine_tune(spec, config, population, sources, valid, data.scorer.anchors, run.log_epoch)
+            run.log_metrics(data.scorer.score({user: models[user]})[0])
+            run.log_model(models[user])
+    pooled, per_user = data.scorer.score(models)
+    parent.log_metrics(pooled, prefix=f"{scenario}.")
+    rows = score_rows(pooled, per_user, experiment=spec.name, generator=generator, scenario=scenario)
+    return rows.assign(users_with_data=with_data, mlflow_run_id=parent.run_id), models
+
+
+def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: int | None,
+             synthetic: pd.DataFrame | None, run: TrainingRun) -> tuple[TrainedPredictor, pd.DataFrame]:
+    """The population model (on real, or real + synthetic with summed losses), scored on the test events."""
+    train, valid = pretraining_frames(data.population, scope_users, config.seed)
+    sources = {"real": train}
+    if synthetic is not None:
+        sources["synthetic"] = synthetic[synthetic["use"] == "pretrain"].assign(target=True)
+    sources = {name: frame for name, frame in sources.items() if len(frame)}
+    predictor = fit(config, sources, valid, intents=data.intents, on_epoch=run.log_epoch)
+    pooled, per_user = data.scorer.score(predictor)
+    run.log_metrics(pooled, prefix="pretraining.")
+    run.log_model(predictor)
+    generator = "real" if synthetic is None else synthetic.attrs["generator"]
+    rows = score_rows(pooled, per_user, experiment=spec.name, generator=generator, scenario="pretraining")
+    users_with_synthetic = sources["synthetic"]["user_id"].nunique() if "synthetic" in sources else 0
+    return predictor, rows.assign(users_with_data=users_with_synthetic, mlflow_run_id=run.run_id)
+
+
+def scores_result(warehouse: Warehouse, schema, dataset: str, table: str, rows: list[pd.DataFrame],
+                  run: TrainingRun, extra: dict) -> MaterializeResult:
+    scores = validate(schema, pd.concat(rows, ignore_index=True)[list(schema.columns)])
+    warehouse.replace_table(dataset, table, scores)
+    pooled = scores[scores["user_id"] == "all"].set_index("scenario")
+    return MaterializeResult(
+        data_version=DataVersion(frame_fingerprint(scores)),
+        metadata={"dagster/row_count": len(scores), "mlflow_run_id": run.run_id, "mlflow_run": MetadataValue.url(run.url),
+                  **{f"{scenario}_{metric}": round(float(pooled.loc[scenario, metric]), 4)
+                     for scenario in pooled.index for metric in ("precision", "recall", "ndcg@5")}, **extra},
+    )
+
+
+def real_asset(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec) -> AssetsDefinition:
+    schema = table_schema(catalog, "predictor_scores")
+    pretrain_config, finetune_config = spec.configs(project.scope)
+    scope = spec.scoped(project.scope)
+
+    @asset(
+        key=[dataset, f"{spec.name}_real"],
+        deps=[AssetKey([dataset, "event_splits"])],
+        group_name=TRAINING_GROUP,
+        pool=DUCKDB_POOL,
+        description=f"Experiment `{spec.name}` ({spec.backbone}, individual stage {spec.individual_stage}) on real "
+        f"data only: the population model, and per-user fine-tunes on real and on limited real events. {spec.description}",
+        code_version=spec.model_dump_json() + project.scope,
+        kinds={"pytorch", "mlflow"},
+    )
+    def real(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
+        data = ExperimentData(project, dataset, spec, warehouse)
+        with tracking.training_run(dataset, f"{spec.name}: pretrain on real", config=pretrain_config,
+                                   params={"experiment": spec.name, "pretrain_users": scope.max_pretrain_users or "all"},
+                                   lineage=data.lineage) as run:
+            population, pretrained = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, None, run)
+            finetuned, _ = per_user_scores(spec, data, finetune_config, population, "finetune", "real", None, run)
+            limited, limited_models = per_user_scores(spec, data, finetune_config, population, "limited", "real", None, run)
+        save_real_models(population, limited_models, model_directory(project, dataset, spec))
+        return scores_result(warehouse, schema, dataset, f"{spec.name}_real", [pretrained, finetuned, limited], run,
+                             {"pretrain_epochs": len(population.history)})
+
+    return real
+
+
+def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec,
+                         generator: str) -> AssetsDefinition:
+    schema = table_schema(catalog, "predictor_scores")
+    pretrain_config, finetune_config = spec.configs(project.scope)
+    scope = spec.scoped(project.scope)
+    training_set = AssetKey([dataset, f"training_set_{generator}"])
+
+    @asset(
+        key=[dataset, f"{spec.name}_with_{generator}"],
+        deps=[AssetDep(AssetKey([dataset, f"{spec.name}_real"])), AssetDep(training_set)],
+        group_name=TRAINING_GROUP,
+        pool=DUCKDB_POOL,
+        description=f"Experiment `{spec.name}` with generator `{generator}`: pretraining augmentation, fine-tuning "
+        "replacement and fine-tuning augmentation, from its privacy-gated training set.",
+        code_version=spec.model_dump_json() + project.scope,
+        kinds={"pytorch", "mlflow"},
+    )
+    def with_generator(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
+        passed, reason = gate_verdict(warehouse, dataset, generator)
+        if not passed:
+            raise RuntimeError(f"{dataset}/synthetic_{generator} may not be trained on: {reason}")
+        data = ExperimentData(project, dataset, spec, warehouse)
+        synthetic = warehouse.query(f'SELECT * FROM "{dataset}"."training_set_{generator}" ORDER BY user_id, ts')
+        synthetic.attrs["generator"] = generator
+        lineage = {**data.lineage, training_set.to_user_string():
+                   table_fingerprint(warehouse, Relation(dataset, f"training_set_{generator}"))[1]}
+        population, limited_models = load_real_models(model_directory(project, dataset, spec))
+        with tracking.training_run(dataset, f"{spec.name}: pretrain on real + {generator}", config=pretrain_config,
+                                   params={"experiment": spec.name, "generator": generator,
+                                           "pretrain_users": scope.max_pretrain_users or "all",
+                                           "synthetic_events": len(synthetic)}, lineage=lineage) as run:
+            _, augmented = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, synthetic, run)
+            replaced, _ = per_user_scores(spec, data, finetune_config, population, "replacement", generator, synthetic, run)
+            augmentation, _ = per_user_scores(spec, data, finetune_config, population, "augmentation", generator,
+                                              synthetic, run, fallback=limited_models)
+        return scores_result(warehouse, schema, dataset, f"{spec.name}_with_{generator}", [augmented, replaced, augmentation],
+                             run, {"synthetic_events": len(synthetic)})
+
+    return with_generator
+
+
+def experiment_assets(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec) -> list[AssetsDefinition]:
+    return [real_asset(project, catalog, dataset, spec)] + [
+        with_generator_asset(project, catalog, dataset, spec, generator) for generator in spec.generators]
+
+
+def utility_results_asset(project: Project, catalog: Catalog, dataset: str, specs: list[ExperimentSpec]) -> AssetsDefinition:
+    score_tables = [f"{spec.name}_real" for spec in specs] + [
+        f"{spec.name}_with_{generator}" for spec in specs for generator in spec.generators]
+
+    @asset(
+        key=[dataset, "utility_results"],
+        deps=[AssetKey([dataset, table]) for table in score_tables],
+        group_name=TRAINING_GROUP,
+        pool=DUCKDB_POOL,
+        description="The paper's Tables 1-3 (pretraining augmentation, fine-tuning replacement, fine-tuning "
+        "augmentation) over every experiment built so far, as Markdown metadata and CSV files under "
+        "STATE/reports/DS/; the table holds all pooled and per-user scores.",
+        code_version="1",
+        kinds={"duckdb", "python"},
+    )
+    def utility_results(warehouse: Warehouse) -> MaterializeResult:
+        built = [table for table in score_tables if table_exists(warehouse, dataset, table)]
+        scores = pd.concat([warehouse.query(f'SELECT * FROM "{dataset}"."{table}"') for table in built],
+                           ignore_index=True) if built else pd.DataFrame(columns=list(table_schema(catalog, "predictor_scores").columns))
+        warehouse.replace_table(dataset, "utility_results", scores)
+        folder = project.home / "reports" / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        metadata = {"dagster/row_count": len(scores), "experiments_built": built}
+        for name, table in utility_tables(scores).items():
+            table.to_csv(folder / f"{name}.csv", index=False)
+            metadata[name] = MetadataValue.md(f"### {TABLES[name]}\n\n{markdown(table)}")
+        return MaterializeResult(data_version=DataVersion(frame_fingerprint(scores)), metadata=metadata)
+
+    return utility_results

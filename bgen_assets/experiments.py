@@ -1,0 +1,170 @@
+"""Experiment declarations (`models/experiments/*.yml`) and the paper's three usage scenarios
+(NOTES.md section 3), run on one backbone for one dataset.
+
+Every scenario is scored on the same real test events: each individual user's `test` part of
+`DS.event_splits`, predicted from the user's real history before it.
+
+  pretraining   the population model, pretrained on real population events (+ a generator's
+                synthetic weeks of population users, loss CE(real) + CE(synthetic)), scored as is
+  finetune      the real-only population model fine-tuned per user on the user's real train part
+  limited       ... on the user's first `limited_records` train events only
+  replacement   ... on the user's synthetic weeks only (conditioned on the train part); no real
+                data of the user enters this fine-tune, so it runs a fixed `max_epochs` with no
+                validation-based stopping
+  augmentation  ... on the limited events + the synthetic weeks conditioned on them only
+
+Fine-tunes other than replacement stop early on the user's real validation part. A user with no
+synthetic week for a generator keeps the pretrained model in the replacement and limited-only
+model in the augmentation scenario (there is nothing to fine-tune on): tables pool every
+individual user in scope either way, and `users_with_data` says how many had synthetic weeks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bgen_assets.config import MODELS_DIR, StrictModel, load_declarations
+from bgen_assets.predictors import BACKBONES, PredictorConfig, Predictions, TrainedPredictor, behaviorlm, fit, metrics, pituning
+
+SCENARIOS = ("pretraining", "finetune", "limited", "replacement", "augmentation")
+VALID_SHARE_OF_POPULATION = 0.1   # the last 10% of each population user's events stop pretraining early
+
+
+class ExperimentScope(StrictModel):
+    """What a project scope builds of an experiment (e.g. the demo: fewer users and epochs)."""
+
+    build: bool = True
+    max_pretrain_users: int | None = Field(default=None, gt=0, description="a seeded sample of population users")
+    max_epochs: int | None = Field(default=None, gt=0, description="caps pretraining and fine-tuning epochs")
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    backbone: str
+    individual_stage: Literal["finetune", "pituning", "behaviorlm"] = "finetune"
+    pretrain: dict[str, Any] = Field(default_factory=dict, description="PredictorConfig fields")
+    finetune: dict[str, Any] = Field(default_factory=dict, description="PredictorConfig training fields per user")
+    individual_options: dict[str, Any] = Field(default_factory=dict,
+                                               description="pituning: l2sp, kl, alpha; behaviorlm: per_stratum")
+    anchor_share: float = Field(0.8, gt=0, le=1)
+    generators: list[str]
+    scope: dict[str, ExperimentScope] = Field(default_factory=dict)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        if name not in BACKBONES:
+            raise ValueError(f"backbone {name!r} is not one of {sorted(BACKBONES)}")
+        return name
+
+    def scoped(self, scope: str) -> ExperimentScope:
+        return self.scope.get(scope, ExperimentScope())
+
+    def configs(self, scope: str) -> tuple[PredictorConfig, PredictorConfig]:
+        """(pretraining config, per-user fine-tuning config) under a project scope."""
+        cap = self.scoped(scope).max_epochs
+        pretrain = PredictorConfig(backbone=self.backbone, **self.pretrain)
+        finetune = dataclasses.replace(pretrain, **self.finetune)
+        if cap:
+            pretrain = dataclasses.replace(pretrain, max_epochs=min(pretrain.max_epochs, cap))
+            finetune = dataclasses.replace(finetune, max_epochs=min(finetune.max_epochs, cap))
+        return pretrain, finetune
+
+
+def load_experiment_specs(folder=MODELS_DIR / "experiments") -> list[ExperimentSpec]:
+    return load_declarations(folder, ExperimentSpec)
+
+
+def pretraining_frames(population: pd.DataFrame, users: int | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, valid) over population users (a seeded sample of `users` of them when given): the
+    last share of each user's events are validation targets, the rest training targets."""
+    chosen = pd.Series(sorted(population["user_id"].unique()))
+    if users is not None and users < len(chosen):
+        chosen = chosen.sample(users, random_state=seed).sort_values()
+    frame = population[population["user_id"].isin(chosen)].sort_values(["user_id", "ts"], ignore_index=True)
+    position = frame.groupby("user_id").cumcount() / frame.groupby("user_id")["ts"].transform("size")
+    is_valid = position >= 1 - VALID_SHARE_OF_POPULATION
+    return frame[~is_valid].assign(target=True), frame.assign(target=is_valid)
+
+
+def test_frame(individual: pd.DataFrame) -> pd.DataFrame:
+    """Individual users' real events, the `test` part as targets, everything before as history."""
+    return individual.assign(target=individual["part"] == "test")
+
+
+def valid_frame(user_events: pd.DataFrame) -> pd.DataFrame:
+    """One user's train and validation parts, validation as targets."""
+    frame = user_events[user_events["part"].isin(["train", "valid"])]
+    return frame.assign(target=frame["part"] == "valid")
+
+
+@dataclasses.dataclass
+class Scorer:
+    """Scores predictors on the individual users' test events with fixed anchor intents."""
+
+    individual: pd.DataFrame
+    anchors: list[str]
+
+    def score(self, models: dict[str, TrainedPredictor] | TrainedPredictor) -> tuple[dict, pd.DataFrame]:
+        """(pooled figures, per-user figures) of one predictor for everyone, or of one per user
+        (then only those users are scored)."""
+        frame = test_frame(self.individual)
+        if not isinstance(models, dict):
+            models = dict.fromkeys(frame["user_id"].unique(), models)
+        parts = [models[user].predict(events) for user, events in frame.groupby("user_id", sort=True) if user in models]
+        if not parts:  # the scope selects no individual user
+            return metrics.score([], [], np.empty((0, 0)), [], self.anchors), pd.DataFrame(columns=["user_id", *metrics.METRICS, "targets"])
+        predictions = Predictions(pd.concat([p.frame for p in parts], ignore_index=True),
+                                  np.concatenate([p.scores for p in parts]), parts[0].intents)
+        return metrics.evaluate(predictions, self.anchors)
+
+
+def fine_tune(spec: ExperimentSpec, config: PredictorConfig, population: TrainedPredictor,
+              train: dict[str, pd.DataFrame], valid: pd.DataFrame | None, anchors: list[str],
+              on_epoch: Callable | None = None) -> TrainedPredictor:
+    """The declared individual stage for one user."""
+    if spec.individual_stage == "pituning":
+        return pituning.fit_individual(population, train, valid, config=config, on_epoch=on_epoch,
+                                       **spec.individual_options)
+    if spec.individual_stage == "behaviorlm":
+        return behaviorlm.progressive_fit(config, train, valid, init=population, anchors=anchors,
+                                          on_epoch=on_epoch, **spec.individual_options)
+    return fit(config, train, valid, init=population, on_epoch=on_epoch)
+
+
+def scenario_training_data(scenario: str, user_events: pd.DataFrame, synthetic: pd.DataFrame
+                           ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None]:
+    """(training sources, validation frame) of one user's fine-tune in a scenario; empty sources
+    are left out."""
+    real_train = user_events[user_events["part"] == "train"].assign(target=True)
+    limited = user_events[user_events["limited"]].assign(target=True)
+    valid = valid_frame(user_events)
+    if scenario == "finetune":
+        sources, valid_rows = {"real": real_train}, valid
+    elif scenario == "limited":
+        sources, valid_rows = {"real": limited}, valid
+    elif scenario == "replacement":
+        sources, valid_rows = {"synthetic": synthetic[synthetic["use"] == "finetune"].assign(target=True)}, None
+    elif scenario == "augmentation":
+        weeks = synthetic[synthetic["limited"]].assign(target=True)
+        sources, valid_rows = ({"real": limited, "synthetic": weeks} if len(weeks) else {}), valid
+    else:
+        raise ValueError(f"not a per-user scenario: {scenario}")
+    return {name: frame for name, frame in sources.items() if len(frame)}, valid_rows
+
+
+def score_rows(pooled: dict, per_user: pd.DataFrame, **labels) -> pd.DataFrame:
+    """Tidy score rows: one `all` row and one per user, with the given label columns."""
+    rows = pd.concat([pd.DataFrame([{"user_id": "all", **pooled}]), per_user], ignore_index=True)
+    for name, value in reversed(labels.items()):
+        rows.insert(0, name, value)
+    return rows
