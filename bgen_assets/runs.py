@@ -123,9 +123,18 @@ class Runner:
         )["week"].tolist()
 
     def synthetic_keys(self, dataset: str, generator: str | None) -> list[AssetKey]:
-        return [key for key in self.graph.get_all_asset_keys()
-                if key.path[0] == dataset and key.path[1].startswith("synthetic_")
-                and (generator is None or key.path[1] == f"synthetic_{generator}")]
+        """`DS/synthetic_GEN` of one generator, or of every generator the project's scope builds
+        (declarations whose scope names no users, such as ablations or GPU-only ones, are left out)."""
+        if generator is None:
+            from bgen_assets.generators import load_generator_specs
+
+            selection = self.project.selection(dataset)
+            names = [spec.name for spec in load_generator_specs()
+                     if spec.selection(self.project.scope, dataset, selection).users != []]
+        else:
+            names = [generator]
+        keys = [AssetKey([dataset, f"synthetic_{name}"]) for name in names]
+        return [key for key in keys if self.graph.has(key)]
 
     def materialize_segments(self, dataset: str, user: str) -> int:
         """The user's weekly segments partition, if stale or missing; returns 1 if it ran."""

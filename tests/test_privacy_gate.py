@@ -1,11 +1,13 @@
 """The privacy gate on the fixture project: a generator that copies real weeks
 (`repeat_last_week`) fails the blocking check, with the threshold and the measured value named,
-and nothing downstream of its privacy table is built; the Markov baseline passes."""
+and neither its training set nor a predictor is built from it; the Markov baseline passes and
+is trained on, tracked in MLflow with the lineage of its training set."""
 
 import shutil
 
 import pytest
-from dagster import AssetKey, Definitions, asset
+from dagster import AssetKey
+from mlflow import MlflowClient
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, load_project
@@ -15,14 +17,12 @@ from bgen_assets.runs import RunFailed, Runner
 from conftest import project_instance, write_project
 
 GENERATORS = ("markov", "repeat_last_week")
-
-
-def probe(generator: str):
-    """Stands in for a training set built from a synthetic table: downstream of its privacy table."""
-    @asset(key=["tokyo", f"uses_{generator}"], deps=[AssetKey(["tokyo", f"privacy_{generator}"])])
-    def uses() -> None:
-        return None
-    return uses
+TINY_EXPERIMENT = """description: A small Bert4Rec trained on both generators, to see the gate stop one.
+backbone: bert4rec
+pretrain: {history: 8, width: 16, layers: 1, heads: 1, max_epochs: 2, patience: 1, seed: 3}
+finetune: {max_epochs: 1}
+generators: [markov, repeat_last_week]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,9 @@ def runner(tmp_path_factory, fixture_data):
     for declaration in (models / "generators").glob("*.yml"):
         if declaration.stem not in GENERATORS:
             declaration.unlink()
+    for declaration in (models / "experiments").glob("*.yml"):
+        declaration.unlink()
+    (models / "experiments" / "tiny.yml").write_text(TINY_EXPERIMENT)
 
     def tokyo_only(raw):
         raw["datasets"].pop("ubiqlog")
@@ -46,15 +49,17 @@ def runner(tmp_path_factory, fixture_data):
         fixture_users = sorted(instance.get_dynamic_partitions(users("tokyo").name))
         for user in fixture_users[:3]:  # the others are the membership attack's non-members
             built.materialize_user("tokyo", user)
-        defs = built.defs
-        yield Runner(project, Definitions(assets=[*defs.assets, *map(probe, GENERATORS)], asset_checks=defs.asset_checks,
-                                          resources=defs.resources), instance)
+        yield built
+
+
+def downstream(generator: str) -> list[AssetKey]:
+    return [AssetKey(["tokyo", f"training_set_{generator}"]), AssetKey(["tokyo", f"tiny_with_{generator}"])]
 
 
 def test_copied_weeks_fail_the_gate_and_block_downstream(runner):
     keys = [AssetKey(["tokyo", f"{table}_{generator}"]) for generator in GENERATORS for table in ("fidelity", "privacy")]
     with pytest.raises(RunFailed) as failure:
-        runner._materialize([*keys, *(AssetKey(["tokyo", f"uses_{generator}"]) for generator in GENERATORS)])
+        runner._materialize([*keys, AssetKey(["tokyo", "tiny_real"]), *downstream("markov"), *downstream("repeat_last_week")])
     message = str(failure.value)
     assert "check tokyo/privacy_repeat_last_week:privacy_gate failed" in message
     assert "100.0% of" in message and "synthetic weeks have a real week with overlap >= 0.5" in message
@@ -62,9 +67,21 @@ def test_copied_weeks_fail_the_gate_and_block_downstream(runner):
     assert "privacy_markov" not in message
 
     materialised = {key for key in runner.graph.get_all_asset_keys() if runner.instance.get_latest_materialization_event(key)}
-    assert AssetKey(["tokyo", "uses_markov"]) in materialised
-    assert AssetKey(["tokyo", "uses_repeat_last_week"]) not in materialised
+    assert set(downstream("markov")) <= materialised
+    assert not set(downstream("repeat_last_week")) & materialised
     assert set(keys) <= materialised  # the leaking table's evaluation is kept, with its verdict
+    # a later run cannot build the training set either: the SQL model itself refuses with the reason
+    with pytest.raises(RunFailed, match="privacy_gate.max_share_weeks_at_overlap"):
+        runner._materialize([AssetKey(["tokyo", "training_set_repeat_last_week"])])
+
+    client = MlflowClient(tracking_uri=runner.defs.resources["tracking"].uri())
+    experiment = client.get_experiment_by_name("tokyo")
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    assert not [name for name in runs if "repeat_last_week" in name]
+    trained = runs["tiny: pretrain on real + markov"]
+    assert trained.data.params["generator"] == "markov" and trained.data.params["width"] == "16"
+    assert {"bgen.lineage.tokyo/event_splits", "bgen.lineage.tokyo/training_set_markov"} <= set(trained.data.tags)
+    assert 0 <= trained.data.metrics["pretraining.ndcg_at_5"] <= 1
 
     passed, reason = gate_verdict(runner.warehouse, "tokyo", "repeat_last_week")
     assert not passed and "privacy_gate.max_share_weeks_at_overlap" in reason
