@@ -72,10 +72,11 @@ class Runner:
         result = materialize(
             [*self.defs.assets, *self.defs.asset_checks], selection=selection, instance=self.instance,
             resources=self.defs.resources, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}, **kwargs,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}, **kwargs,
         )
         failures = [_root_message(e.event_specific_data.error) for e in result.all_events
-                    if e.event_type_value == "STEP_FAILURE"]
+                    if e.event_type_value == "STEP_FAILURE"  # failed checks are reported below, by name
+                    and e.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"]
         failed_checks = [c for c in result.get_asset_check_evaluations()
                          if not c.passed and c.severity == AssetCheckSeverity.ERROR]
         failures += [f"check {c.asset_key.to_user_string()}:{c.check_name} failed, nothing was built from it: "

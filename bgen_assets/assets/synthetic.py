@@ -4,6 +4,7 @@ population users. Partition (u, w) holds the week generated from user u's real w
 
 
 import hashlib
+import resource
 import time
 
 import pandas as pd
@@ -69,13 +70,20 @@ def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDe
         table = kind.fit(population, spec.params, project.slot_minutes)
         fit_seconds = time.perf_counter() - started
         warehouse.replace_table(dataset, f"{spec.name}_model", table)
+        described = kind.model_metadata(kind.from_table(table)) if hasattr(kind, "model_metadata") else {}
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(table)),
             metadata={"dagster/row_count": len(table), "fit_seconds": round(fit_seconds, 3),
-                      "population_events": len(population)},
+                      "population_events": len(population), "process_peak_rss_mb": peak_rss_mb(), **described},
         )
 
     return fitted
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (a run's steps share one process, so an upper
+    bound for the step); per-generator peaks in isolation are measured by `make bench`."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def generation_context(project: Project, dataset: str, warehouse: Warehouse) -> GenerationContext:
@@ -192,6 +200,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
                 "partitions_without_real_week": len(requested) - real_weeks,
                 "partitions_beyond_training": real_weeks - len(tasks),
                 "generate_seconds": round(seconds, 3),
+                "process_peak_rss_mb": peak_rss_mb(),
                 "events_per_week": round(len(generated) / max(len(tasks), 1), 2),
                 **accounting(log, spec.params.get("prices", {})),
             },

@@ -118,7 +118,7 @@ def membership_samples(real_keys: pd.DataFrame, synthetic_keys: pd.DataFrame, se
     return pd.concat([real_keys[is_member].assign(member=True), others.assign(member=False)])
 
 
-def _classifiers(seed: int) -> dict:
+def _classifiers(seed: int, neighbors: int = 5) -> dict:
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -129,7 +129,7 @@ def _classifiers(seed: int) -> dict:
     return {
         "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression()),
         "svm": make_pipeline(StandardScaler(), SVC(random_state=seed)),
-        "knn": make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5)),
+        "knn": make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=neighbors)),
         "random_forest": RandomForestClassifier(n_estimators=100, random_state=seed),
     }
 
@@ -142,8 +142,9 @@ def membership_inference(features: np.ndarray, member: np.ndarray, users: np.nda
     if folds < 2:
         return dict.fromkeys(CLASSIFIERS, float("nan"))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    smallest_training_fold = min(len(train) for train, _ in splitter.split(features, member, groups=users))
     return {name: float(cross_val_score(model, features, member, groups=users, cv=splitter, scoring="accuracy").mean())
-            for name, model in _classifiers(seed).items()}
+            for name, model in _classifiers(seed, neighbors=min(5, smallest_training_fold)).items()}
 
 
 def gdp_delta(epsilon: float, mu: float) -> float:
