@@ -10,7 +10,7 @@ from bgen_assets.generators import GenerationContext, WeekTask, load_generator_s
 from bgen_assets.generators import behavior_gpt
 
 USER = "1004"
-TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "epochs": 2, "max_events_per_week": 12}
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "epochs": 2, "min_steps": 0, "max_events_per_week": 12}
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,10 @@ def test_every_generated_event_is_valid(materialised, population):
     trained_pairs = {(loc, i) for loc, intents in fitted.vocabulary.intents_by_location.items() for i in intents}
     assert trained_pairs == set(zip(population["location"], population["intent"]))
     assert set(zip(generated["location"], generated["intent"])) <= trained_pairs
+    # the week's length is drawn first, so generated weeks are about as long as real ones
+    real_lengths = population.groupby(["user_id", population["ts"].dt.to_period("W")]).size()
+    real_mean = real_lengths.clip(upper=fitted.config.max_events_per_week).mean()
+    assert 0.5 <= generated.groupby("week").size().mean() / real_mean <= 2
 
 
 def test_direct_generation_under_the_same_seeds_gives_the_stored_rows(built, materialised, spec):
