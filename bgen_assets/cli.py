@@ -96,7 +96,7 @@ def cmd_build(args) -> None:
 
 def cmd_user(args) -> None:
     runner = _runner()
-    done = runner.materialize_user(args.dataset, args.user, generator=args.generator)
+    done = runner.materialize_user(args.dataset, args.user, generator=args.generator, max_weeks=args.max_weeks)
     if not any(done.values()):
         console.print(f"{args.dataset} user {args.user}: everything up to date, nothing materialised")
     for key, count in done.items():
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     user = commands.add_parser("user", help="materialise one user's partitions (all weeks), only what is stale or missing")
     user.add_argument("dataset")
     user.add_argument("user")
-    user.add_argument("--generator", default=None, help="one generator declaration (default: all)")
+    user.add_argument("--generator", default=None, help="one generator declaration (default: those the scope builds)")
+    user.add_argument("--max-weeks", type=int, default=None, help="only the user's first N weeks (default: all)")
     user.set_defaults(run=cmd_user)
     ui = commands.add_parser("ui", help="serve the Dagster UI (dagster dev) on the state directory's instance")
     ui.add_argument("--host", default="127.0.0.1")

@@ -1,4 +1,5 @@
-"""`bgen demo` as a user runs it (a subprocess on its own state directory), on fixture data."""
+"""`bgen demo` as a user runs it (a subprocess on its own state directory), on fixture data:
+generation, evaluation with the privacy gate, the experiments, result tables and reports."""
 
 import os
 import subprocess
@@ -14,13 +15,14 @@ from conftest import write_project
 
 @pytest.mark.slow
 def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
-    def with_behaviorgen_user(raw):  # 1004 is BehaviorGen's declared demo user: one offline-model batch
+    def with_behaviorgen_user(raw):  # 1004 is a BehaviorGen demo user (one offline-model batch); 638 is individual
         raw["scopes"]["demo"]["tokyo"]["users"] = ["1004", "638"]
+        raw["scopes"]["demo"]["ubiqlog"]["users"] = ["9_M"]   # the fixture's individual UbiqLog user
 
     project_file = write_project(tmp_path, fixture_data, with_behaviorgen_user)
     env = {**os.environ, "BGEN_PROJECT": str(project_file), "COLUMNS": "200"}
     bgen = Path(sys.executable).parent / "bgen"
-    result = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
 
     project = load_project(project_file)
@@ -36,10 +38,29 @@ def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
             assert f"{events:,}" in row and f"{synthetic:,}" in row and f" {users} " in row
         behaviorgen = con.execute("SELECT count(*), bool_and(pass_at_1), sum(completion_tokens) "
                                   "FROM tokyo.synthetic_behaviorgen_log").fetchall()[0]
+        tables = con.execute("SELECT experiment, generator, scenario FROM tokyo.utility_results WHERE user_id = 'all'").df()
+        scored_users = {u for (u,) in con.execute("SELECT DISTINCT user_id FROM tokyo.bert4rec_real WHERE user_id <> 'all'").fetchall()}
     assert behaviorgen[0] == 2 and behaviorgen[1] and behaviorgen[2] > 0  # 1004's two weeks, valid at once
     row = next(line for line in result.stdout.splitlines() if "synthetic_behaviorgen" in line)
     assert "100%" in row
+    # the two reference generators copy real weeks: the gate keeps them out of training, and says why
+    for leaking in ("repeat_last_week", "other_population_week"):
+        assert f"tokyo: {leaking} is not trained on: privacy gate failed" in result.stdout
+    trained = set(map(tuple, tables.to_numpy()))
+    for experiment in ("bert4rec", "pituning"):
+        assert {(experiment, "real", "pretraining"), (experiment, "real", "finetune"), (experiment, "real", "limited")} <= trained
+        for generator in ("markov", "behaviorgen"):
+            assert {(experiment, generator, s) for s in ("pretraining", "replacement", "augmentation")} <= trained
+    assert not {row for row in trained if row[1] in ("repeat_last_week", "other_population_week")}
+    assert scored_users == {"638"}  # the scope's individual user; the test events are always real
+    for dataset in ("tokyo", "ubiqlog"):
+        report = (project.home / "reports" / dataset / "report.html").read_text()
+        assert "Table 1. Pretraining augmentation" in report and "Table 2. Fine-tuning replacement" in report
+        assert "privacy gate failed" in report
+        assert ("smollm2-135m-instruct via hf_local" in report) == (dataset == "tokyo")  # the model used, where it ran
+        assert (project.home / "reports" / dataset / "fidelity.png").read_bytes().startswith(b"\x89PNG")
     # a second demo run finds everything up to date
     again = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "synthetic_markov 0" in again.stdout
     assert "tokyo/synthetic_behaviorgen 0" in again.stdout
+    assert "tokyo: evaluated 4 generators, rebuilt nothing" in again.stdout

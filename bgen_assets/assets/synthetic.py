@@ -40,7 +40,7 @@ def stable_seed(*parts: str | int) -> list[int]:
 def generator_code_version(spec: GeneratorSpec) -> str:
     """A hash of what decides a generator's output: its declaration and the kind's code files
     (for BehaviorGen also the prompt templates, output format and grammar)."""
-    digest = hashlib.sha256(spec.model_dump_json().encode())
+    digest = hashlib.sha256(spec.model_dump_json(exclude={"scope", "description"}).encode())  # what decides the output
     for path in generator_kind(spec.kind).code_files():
         digest.update(path.read_bytes())
     return f"{spec.kind}-{digest.hexdigest()[:12]}"
