@@ -41,7 +41,8 @@ def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
         tables = con.execute("SELECT experiment, generator, scenario FROM tokyo.utility_results WHERE user_id = 'all'").df()
         scored_users = {u for (u,) in con.execute("SELECT DISTINCT user_id FROM tokyo.bert4rec_real WHERE user_id <> 'all'").fetchall()}
     assert behaviorgen[0] == 2 and behaviorgen[1] and behaviorgen[2] > 0  # 1004's two weeks, valid at once
-    row = next(line for line in result.stdout.splitlines() if "synthetic_behaviorgen" in line)
+    row = next(line for line in result.stdout.splitlines()
+               if line.strip().startswith("│ tokyo") and "synthetic_behaviorgen" in line)
     assert "100%" in row
     # the two reference generators copy real weeks: the gate keeps them out of training, and says why
     for leaking in ("repeat_last_week", "other_population_week"):

@@ -41,10 +41,12 @@ def test_two_synthetic_partitions_in_parallel(tmp_path, fixture_data):
     assert Path(home) == project.home / "dagster" and (Path(home) / "dagster.yaml").is_file()
     env["DAGSTER_HOME"] = home
 
-    # Upstream state, in-process on that same instance: shared assets and both users' weekly segments.
+    # Upstream state, in-process on that same instance: shared assets, the fitted Markov model and
+    # both users' weekly segments.
     with DagsterInstance.from_config(home) as instance:
         runner = Runner.for_project(project, instance)
         runner.build_shared()
+        runner.fit_generators("tokyo", "markov")
         for user in USERS:
             result = materialize(list(runner.defs.assets), selection=[AssetKey(["tokyo", "weekly_segments"])],
                                  partition_key=user, instance=instance, resources=runner.defs.resources)

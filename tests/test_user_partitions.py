@@ -28,11 +28,12 @@ def test_single_user_materialises_exactly_that_user(built):
     ubiqlog_before = built.instance.get_materialized_partitions(AssetKey(["ubiqlog", "synthetic_markov"]))
     done = built.materialize_user("tokyo", "1004", "markov")
     weeks = built.user_weeks("tokyo", "1004")
-    assert done == {"tokyo/weekly_segments": 1, "tokyo/synthetic_markov": len(weeks)}
+    segments_built = int("1004" not in segments_before)  # another test may have built 1004's segments
+    assert done == {"tokyo/weekly_segments": segments_built, "tokyo/synthetic_markov": len(weeks)}
     added = built.instance.get_materialized_partitions(SYNTHETIC) - synthetic_before
     # the range run also covers the user's weeks without events in between (empty partitions)
     assert {f"1004|{week}" for week in weeks} <= added and all(key.startswith("1004|") for key in added)
-    assert built.instance.get_materialized_partitions(SEGMENTS) - segments_before == {"1004"}
+    assert built.instance.get_materialized_partitions(SEGMENTS) - segments_before <= {"1004"}
     assert built.instance.get_materialized_partitions(AssetKey(["ubiqlog", "synthetic_markov"])) == ubiqlog_before
     assert set(built.warehouse.query("SELECT DISTINCT user_id FROM tokyo.synthetic_markov_log")["user_id"]) == {"1004", *others}
 
