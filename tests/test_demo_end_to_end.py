@@ -14,6 +14,7 @@ from conftest import write_project
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # two whole demo runs, offline LLM and trainings included
 def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
     def with_behaviorgen_user(raw):  # 1004 is a BehaviorGen demo user (one offline-model batch); 638 is individual
         raw["scopes"]["demo"]["tokyo"]["users"] = ["1004", "638"]
