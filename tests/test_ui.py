@@ -18,7 +18,7 @@ from bgen_assets.config import PROJECT_ROOT
 from conftest import write_project
 
 STARTUP_TIMEOUT = 90
-SHUTDOWN_TIMEOUT = 20
+SHUTDOWN_TIMEOUT = 60  # dagster dev stops in ~4 s when idle; its children import torch, slow on a busy machine
 
 ASSETS_QUERY = """
 {
