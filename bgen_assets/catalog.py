@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import jinja2
@@ -121,7 +121,9 @@ class Catalog:
         return {"slot_minutes": self.project.slot_minutes, "train_share": split.train_share,
                 "valid_share": split.valid_share, "limited_records": split.limited_records}
 
+    @cache
     def models(self, dataset: str) -> list[SqlModel]:
+        """Rendered once per catalogue: the code location and the schema map both read them."""
         from bgen_assets.generators import load_generator_specs
 
         generators = [spec.name for spec in load_generator_specs(self.models_dir / "generators")]

@@ -16,6 +16,7 @@ from bgen_assets.generators import GeneratorSpec, generator_kind
 from bgen_assets.results import TABLES, formatted, utility_tables
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
+SOURCE_FILES = (TEMPLATE, Path(__file__))   # what decides the report's content: its code version
 ABLATION_VARIANTS = ("behaviorgen", "behaviorgen_no_profile", "behaviorgen_no_role", "behaviorgen_no_segment",
                      "behaviorgen_no_format")
 ABLATION_COLUMNS = {"ks_p_time_of_week": "KS_P", "bleu": "BLEU", "bd_intent": "BD", "jsd_intent": "JSD",

@@ -29,8 +29,8 @@ def _rows(pooled: pd.DataFrame, experiment: str, scenario: str, generator: str |
     return chosen if generator is None else chosen[chosen["generator"] == generator]
 
 
-def _row(label: str, figures: pd.Series, kind: str = "score", **extra) -> dict:
-    return {"row": label, "kind": kind, **{m: float(figures[m]) for m in TABLE_METRICS}, **extra}
+def _row(experiment: str, label: str, figures: pd.Series, kind: str = "score", **extra) -> dict:
+    return {"experiment": experiment, "row": label, "kind": kind, **{m: float(figures[m]) for m in TABLE_METRICS}, **extra}
 
 
 def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -46,9 +46,9 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
         if base.empty:
             continue
         base, finetuned, limited = base.iloc[0], finetuned.iloc[0], limited.iloc[0]
-        tables["pretraining_augmentation"].append(_row("real only", base))
-        tables["finetuning_replacement"] += [_row("pretrained", base), _row("real-finetuned", finetuned)]
-        tables["finetuning_augmentation"].append(_row("limited real", limited))
+        tables["pretraining_augmentation"].append(_row(experiment, "real only", base))
+        tables["finetuning_replacement"] += [_row(experiment, "pretrained", base), _row(experiment, "real-finetuned", finetuned)]
+        tables["finetuning_augmentation"].append(_row(experiment, "limited real", limited))
         for generator in generators:
             for table, scenario, reference, label in (
                 ("pretraining_augmentation", "pretraining", base, f"real + {generator}"),
@@ -59,18 +59,15 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 if found.empty:
                     continue
                 figures = found.iloc[0]
-                tables[table].append(_row(label, figures, users_with_data=int(figures["users_with_data"])))
+                tables[table].append(_row(experiment, label, figures, users_with_data=int(figures["users_with_data"])))
                 metric_columns = list(TABLE_METRICS)
                 if reference is not None:
                     change = _percent(figures[metric_columns].astype(float), reference[metric_columns].astype(float))
-                    tables[table].append(_row(f"change vs {reference_label(table)}", change, "change_%"))
+                    tables[table].append(_row(experiment, f"change vs {reference_label(table)}", change, "change_%"))
                 else:
                     rate = 100 * (figures[metric_columns].astype(float) - base[metric_columns].astype(float)) / (
                         finetuned[metric_columns].astype(float) - base[metric_columns].astype(float)).replace(0, np.nan)
-                    tables[table].append(_row("replacement rate", rate, "replacement_rate_%"))
-        for table in tables.values():
-            for row in table:
-                row.setdefault("experiment", experiment)
+                    tables[table].append(_row(experiment, "replacement rate", rate, "replacement_rate_%"))
     return {name: pd.DataFrame(rows, columns=["experiment", "row", "kind", *TABLE_METRICS, "users_with_data"])
             for name, rows in tables.items()}
 

@@ -8,7 +8,7 @@ import pytest
 from bgen_assets.assets.synthetic import generation_context, stable_seed
 from bgen_assets.assets.users import PROFILE_ATTRIBUTES
 from bgen_assets.generators import WeekTask, load_generator_specs, sdv_par
-from conftest import built_with_generator
+from conftest import built_with_generator, population_events
 
 TINY = {"epochs": 2, "max_training_weeks": 20, "max_events_per_week": 40}
 
@@ -21,9 +21,7 @@ def runner(tmp_path_factory, fixture_data):
 
 @pytest.fixture(scope="module")
 def population(runner):
-    return runner.warehouse.query(
-        "SELECT e.*, p.* EXCLUDE (user_id) FROM tokyo.events e JOIN tokyo.user_split s USING (user_id) "
-        "JOIN tokyo.profiles p USING (user_id) WHERE s.role = 'population' ORDER BY user_id, ts")
+    return population_events(runner, with_profiles=True)
 
 
 def test_training_set_is_the_declared_sample_of_user_weeks(population):

@@ -8,7 +8,7 @@ import torch
 
 from bgen_assets.assets.synthetic import generation_context, stable_seed
 from bgen_assets.generators import WeekTask, load_generator_specs, seqgan
-from conftest import built_with_generator
+from conftest import built_with_generator, population_events
 
 TINY = {"embed": 8, "hidden": 16, "max_events": 12, "pretrain_epochs": 2, "discriminator_epochs": 1,
         "adversarial_steps": 2, "adversarial_batch_size": 8, "rollouts": 2, "rollout_every": 2}
@@ -22,9 +22,7 @@ def runner(tmp_path_factory, fixture_data):
 
 @pytest.fixture(scope="module")
 def population(runner):
-    return runner.warehouse.query(
-        "SELECT e.* FROM tokyo.events e JOIN tokyo.user_split s USING (user_id) "
-        "WHERE s.role = 'population' ORDER BY user_id, ts")
+    return population_events(runner)
 
 
 def test_training_pairs_are_consecutive_weeks_in_grammar(population):

@@ -1,6 +1,7 @@
 """`DS/report`: the dataset's self-contained HTML report (bgen_assets/report.py), written to
 STATE/reports/DS/report.html with its plots beside it, and logged to MLflow."""
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from bgen_assets.config import Project
 from bgen_assets.evaluation import plots
 from bgen_assets.evaluation.gate import table_exists
 from bgen_assets.generators import GeneratorSpec
-from bgen_assets.report import TEMPLATE, figure_pngs, render
+from bgen_assets.report import SOURCE_FILES, figure_pngs, render
 from bgen_assets.tracking import MlflowTracking
 from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
 
@@ -33,7 +34,7 @@ def report_asset(project: Project, dataset: str, specs: list[GeneratorSpec]) -> 
         pool=DUCKDB_POOL,
         description="The dataset's HTML report: utility Tables 1-3, the BehaviorGen ablation (Table 4), fidelity, "
         "privacy and the gate's verdicts, generation costs and plots, over every generator built so far.",
-        code_version=frame_fingerprint(pd.DataFrame({"template": [TEMPLATE.read_text()]}))[:12],
+        code_version=hashlib.sha256(b"".join(path.read_bytes() for path in SOURCE_FILES)).hexdigest()[:12],
         kinds={"html", "mlflow"},
     )
     def report(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:

@@ -105,9 +105,10 @@ def per_user_scores(spec: ExperimentSpec, data: ExperimentData, config, populati
     return rows.assign(users_with_data=with_data, mlflow_run_id=parent.run_id), models
 
 
-def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: int | None,
+def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: int | None, generator: str,
              synthetic: pd.DataFrame | None, run: TrainingRun) -> tuple[TrainedPredictor, pd.DataFrame]:
-    """The population model (on real, or real + synthetic with summed losses), scored on the test events."""
+    """The population model (on real, or real + `generator`'s synthetic weeks with summed losses),
+    scored on the test events."""
     train, valid = pretraining_frames(data.population, scope_users, config.seed)
     sources = {"real": train}
     if synthetic is not None:
@@ -117,7 +118,6 @@ def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: in
     pooled, per_user = data.scorer.score(predictor)
     run.log_metrics(pooled, prefix="pretraining.")
     run.log_model(predictor)
-    generator = "real" if synthetic is None else synthetic.attrs["generator"]
     rows = score_rows(pooled, per_user, experiment=spec.name, generator=generator, scenario="pretraining")
     users_with_synthetic = sources["synthetic"]["user_id"].nunique() if "synthetic" in sources else 0
     return predictor, rows.assign(users_with_data=users_with_synthetic, mlflow_run_id=run.run_id)
@@ -156,7 +156,7 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
         with tracking.training_run(dataset, f"{spec.name}: pretrain on real", config=pretrain_config,
                                    params={"experiment": spec.name, "pretrain_users": scope.max_pretrain_users or "all"},
                                    lineage=data.lineage) as run:
-            population, pretrained = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, None, run)
+            population, pretrained = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, "real", None, run)
             finetuned, _ = per_user_scores(spec, data, finetune_config, population, "finetune", "real", None, run)
             limited, limited_models = per_user_scores(spec, data, finetune_config, population, "limited", "real", None, run)
         save_real_models(population, limited_models, model_directory(project, dataset, spec))
@@ -189,7 +189,6 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
             raise RuntimeError(f"{dataset}/synthetic_{generator} may not be trained on: {reason}")
         data = ExperimentData(project, dataset, spec, warehouse)
         synthetic = warehouse.query(f'SELECT * FROM "{dataset}"."training_set_{generator}" ORDER BY user_id, ts')
-        synthetic.attrs["generator"] = generator
         lineage = {**data.lineage, training_set.to_user_string():
                    table_fingerprint(warehouse, Relation(dataset, f"training_set_{generator}"))[1]}
         population, limited_models = load_real_models(model_directory(project, dataset, spec))
@@ -197,7 +196,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
                                    params={"experiment": spec.name, "generator": generator,
                                            "pretrain_users": scope.max_pretrain_users or "all",
                                            "synthetic_events": len(synthetic)}, lineage=lineage) as run:
-            _, augmented = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, synthetic, run)
+            _, augmented = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, generator, synthetic, run)
             replaced, _ = per_user_scores(spec, data, finetune_config, population, "replacement", generator, synthetic, run)
             augmentation, _ = per_user_scores(spec, data, finetune_config, population, "augmentation", generator,
                                               synthetic, run, fallback=limited_models)
