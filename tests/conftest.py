@@ -97,7 +97,6 @@ def tokyo_events(fixture_data) -> pd.DataFrame:
     return events.sort_values(["user_id", "ts", "location"]).reset_index(drop=True)
 
 
-@contextmanager
 def population_events(runner: Runner, with_profiles: bool = False):
     """The fixture's Tokyo population events (what a generator is fitted on), with profile columns if asked."""
     profiles = ("SELECT e.*, p.* EXCLUDE (user_id)", "JOIN tokyo.profiles p USING (user_id) ") if with_profiles \
@@ -106,6 +105,7 @@ def population_events(runner: Runner, with_profiles: bool = False):
                                   f"{profiles[1]}WHERE s.role = 'population' ORDER BY user_id, ts")
 
 
+@contextmanager
 def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
     """The fixture project with one generator declaration only (the repository's, `params` laid
     over its own), its shared assets and that generator's Tokyo model materialised."""
