@@ -80,7 +80,7 @@ def measure(name: str, scale: str) -> dict:
     tasks, real = tasks_and_next_weeks(events, spec.seed)
     context = generation_context(project(), DATASET, warehouse)
     started = time.perf_counter()
-    model = kind.from_table(kind.fit(events, spec.params, project().slot_minutes)) if kind.NEEDS_FIT else None
+    model = kind.from_table(kind.fit(events, spec.params, project().slot_minutes, spec.seed)) if spec.needs_fit else None
     fitted = time.perf_counter()
     results = kind.generate_weeks(model, tasks, spec, context)
     done = time.perf_counter()

@@ -34,7 +34,8 @@ def build_definitions(project: Project, catalog: Catalog | None = None) -> Defin
         generators = load_generator_specs(catalog.models_dir / "generators")
         for spec in generators:
             assets += generator_assets(project, catalog, dataset, spec)
-            schema_names[AssetKey([dataset, f"{spec.name}_model"])] = f"{spec.kind}_model"
+            if spec.needs_fit:
+                schema_names[AssetKey([dataset, f"{spec.name}_model"])] = f"{spec.kind}_model"
             schema_names[AssetKey([dataset, f"synthetic_{spec.name}"])] = "synthetic_events"
             assets += evaluation_assets(project, catalog, dataset, spec)
             schema_names.update({AssetKey([dataset, f"{table}_{spec.name}"]): table for table in EVALUATION_TABLES})

@@ -42,12 +42,12 @@ def test_the_declaration_builds_nothing_by_default_and_needs_cuda_to_fit(populat
     assert all(selection.users == [] for selection in spec.scope["demo"].values())
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-            behavior_lora.fit(population, spec.params, 30)
+            behavior_lora.fit(population, spec.params, 30, 0)
 
 
 def test_tiny_cpu_smoke_fit_stores_a_reloadable_adapter(population):
     """Fit only: CPU generation with the 135M model takes minutes on a busy 2-core machine."""
-    table = behavior_lora.fit(population, TINY, 30)
+    table = behavior_lora.fit(population, TINY, 30, 0)
     assert list(table.columns) == ["payload", "settings"] and len(table) == 1
     fitted = behavior_lora.from_table(table)
     metadata = behavior_lora.model_metadata(fitted)
@@ -59,7 +59,7 @@ def test_tiny_cpu_smoke_fit_stores_a_reloadable_adapter(population):
 def test_gpu_fine_tuning_lowers_the_loss_and_passes_at_first_attempt(population, tmp_path_factory):
     spec = next(s for s in load_generator_specs() if s.name == "behavior_lora")
     params = {**spec.params, "epochs": 3}
-    fitted = behavior_lora.from_table(behavior_lora.fit(population, params, 30))
+    fitted = behavior_lora.from_table(behavior_lora.fit(population, params, 30, 0))
     losses = fitted.settings["epoch_losses"]
     assert fitted.settings["device"] == "cuda" and losses[-1] < losses[0]
     tasks = tasks_of(population, "1172", 4, spec.seed)

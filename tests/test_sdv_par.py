@@ -26,11 +26,11 @@ def population(runner):
 
 def test_training_set_is_the_declared_sample_of_user_weeks(population):
     params = sdv_par.validate_params(TINY)
-    sequences = sdv_par.training_sequences(population, params, 30)
+    sequences = sdv_par.training_sequences(population, params, 30, 0)
     assert sequences[sdv_par.SEQUENCE_KEY].nunique() == TINY["max_training_weeks"]
     assert sequences.groupby(sdv_par.SEQUENCE_KEY).size().max() <= TINY["max_events_per_week"]
     assert (sequences.groupby(sdv_par.SEQUENCE_KEY)[PROFILE_ATTRIBUTES].nunique() == 1).all().all()  # constant context
-    pd.testing.assert_frame_equal(sequences, sdv_par.training_sequences(population, params, 30))
+    pd.testing.assert_frame_equal(sequences, sdv_par.training_sequences(population, params, 30, 0))
 
 
 def test_one_users_partitions_are_valid_and_reproducible(runner, population):
@@ -53,10 +53,10 @@ def test_one_users_partitions_are_valid_and_reproducible(runner, population):
     assert (generated.ts.dt.hour * 2 + generated.ts.dt.minute // 30 == generated.time_slot).all()
 
     # a refit gives the same model, and the kind's functions the same weeks in any order
-    refitted = sdv_par.from_table(sdv_par.fit(population, TINY, 30))
+    spec = next(s for s in load_generator_specs() if s.name == "sdv_par")
+    refitted = sdv_par.from_table(sdv_par.fit(population, TINY, 30, spec.seed))  # the asset fits with the declaration's seed
     history = runner.warehouse.query("SELECT * FROM tokyo.weekly_segments WHERE user_id = '1004' ORDER BY ts")
     profile = runner.warehouse.query("SELECT * FROM tokyo.profiles WHERE user_id = '1004'").iloc[0][PROFILE_ATTRIBUTES].to_dict()
-    spec = next(s for s in load_generator_specs() if s.name == "sdv_par")
     weeks = sorted(set(generated.week))[::-1]
     tasks = [WeekTask("1004", w, history[history.week <= w], profile, stable_seed(spec.seed, "tokyo", "1004", w)) for w in weeks]
     again = sdv_par.generate_weeks(refitted, tasks, spec, generation_context(runner.project, "tokyo", runner.warehouse))

@@ -67,7 +67,7 @@ def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDe
             f"{profile_join}WHERE s.role = 'population' ORDER BY user_id, ts"
         )
         started = time.perf_counter()
-        table = kind.fit(population, spec.params, project.slot_minutes)
+        table = kind.fit(population, spec.params, project.slot_minutes, spec.seed)
         fit_seconds = time.perf_counter() - started
         warehouse.replace_table(dataset, f"{spec.name}_model", table)
         described = kind.model_metadata(kind.from_table(table)) if hasattr(kind, "model_metadata") else {}
@@ -139,7 +139,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
                      partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER))]
     if kind.NEEDS_VOCABULARY:  # prompts and validation use the dataset's vocabulary table
         deps.append(AssetDep(AssetKey([dataset, "vocabulary"])))
-    if kind.NEEDS_FIT:
+    if spec.needs_fit:
         deps.append(AssetDep(AssetKey([dataset, f"{spec.name}_model"])))
 
     @asset(
@@ -158,7 +158,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
     def synthetic(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         keys = [user_weeks(dataset).get_partition_key_from_str(key).keys_by_dimension for key in context.partition_keys]
         requested = [(key[USER], key[WEEK]) for key in keys]
-        model = kind.from_table(warehouse.query(f'SELECT * FROM "{dataset}"."{spec.name}_model"')) if kind.NEEDS_FIT else None
+        model = kind.from_table(warehouse.query(f'SELECT * FROM "{dataset}"."{spec.name}_model"')) if spec.needs_fit else None
         users = sorted({user for user, _ in requested})
         histories = dict(tuple(warehouse.query(
             f'SELECT * FROM "{dataset}".weekly_segments WHERE list_contains(?, user_id) ORDER BY user_id, ts', [users]
@@ -210,5 +210,5 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
 
 
 def generator_assets(project: Project, catalog: Catalog, dataset: str, spec: GeneratorSpec) -> list[AssetsDefinition]:
-    fitted = [model_asset(project, dataset, spec)] if generator_kind(spec.kind).NEEDS_FIT else []
+    fitted = [model_asset(project, dataset, spec)] if spec.needs_fit else []
     return fitted + [synthetic_asset(project, catalog, dataset, spec)]

@@ -2,8 +2,10 @@
 
 A kind is a module with:
   code_files() -> the files whose content decides its output (part of the asset's code version);
-  NEEDS_FIT: bool, and when true `fit(population_events, params, slot_minutes) -> table` and
-             `from_table(table) -> model` (the fitted model is the asset `DS/NAME_model`);
+  NEEDS_FIT: bool, and when true `fit(population_events, params, slot_minutes, seed) -> table`
+             (seed: the declaration's) and `from_table(table) -> model` (the fitted model is the
+             asset `DS/NAME_model`); a kind whose need depends on its params defines
+             `needs_fit(params) -> bool` instead;
   validate_params(params) -> params, raising ValueError on a bad declaration;
   generate_weeks(model, tasks, spec, context) -> one WeekResult per WeekTask;
 optionally NEEDS_PROFILES: bool (fit's population events then carry the users' profile columns)
@@ -55,6 +57,11 @@ class GeneratorSpec(BaseModel):
             raise ValueError(f"kind {self.kind!r} is not one of {sorted(KINDS)}")
         generator_kind(self.kind).validate_params(self.params)
         return self
+
+    @property
+    def needs_fit(self) -> bool:
+        kind = generator_kind(self.kind)
+        return kind.needs_fit(self.params) if hasattr(kind, "needs_fit") else kind.NEEDS_FIT
 
     def selection(self, scope: str, dataset: str, project_selection: ScopeSelection) -> ScopeSelection:
         """This variant's users and weeks: its own declaration narrowed to the project's scope."""

@@ -65,7 +65,6 @@ class BehaviorGPTConfig:
     temperature: float = Field(1.0, gt=0)
     generation_batch_size: int = Field(64, ge=1)
     threads: int = Field(1, ge=1, description="torch CPU threads")
-    training_seed: int = 0
 
     @property
     def context_length(self) -> int:
@@ -125,9 +124,9 @@ class Vocabulary:
         return [self.id[BOS], *self.profile(profile), self.id[SEP], *self.week(week), self.id[SEP]]
 
 
-def training_pairs(events: pd.DataFrame, vocabulary: Vocabulary, config: BehaviorGPTConfig) -> list[tuple[list, list]]:
+def training_pairs(events: pd.DataFrame, vocabulary: Vocabulary, config: BehaviorGPTConfig,
+                   rng: np.random.Generator) -> list[tuple[list, list]]:
     """(prompt ids, answer ids) for every population user-week followed by a week with events."""
-    rng = np.random.default_rng(config.training_seed)
     events = events.assign(week=week_of(events["ts"]))
     pairs = []
     for _, user_events in events.groupby("user_id", sort=True):
@@ -176,7 +175,7 @@ def collate(pairs: list, indices: list[int]):
     return input_ids, attention, labels
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
     """Train from scratch on the population users' consecutive real weeks; one-row model table."""
     import torch
     from safetensors.torch import save
@@ -184,9 +183,10 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.
 
     config = validate_params(params)
     torch.set_num_threads(config.threads)
-    torch.manual_seed(config.training_seed)
+    torch.manual_seed(seed)
     vocabulary = Vocabulary.build(population_events, 1440 // slot_minutes, config.max_events_per_week)
-    pairs = training_pairs(population_events, vocabulary, config)
+    rng = np.random.default_rng(seed)
+    pairs = training_pairs(population_events, vocabulary, config, rng)
     if not pairs:
         raise ValueError("no population user has two consecutive weeks with events to train on")
     model = new_model(config, len(vocabulary.tokens))
@@ -195,7 +195,6 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.
     epochs = max(config.epochs, math.ceil(config.min_steps / batches_per_epoch))
     steps = epochs * batches_per_epoch
     schedule = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=max(1, steps // 20), num_training_steps=steps)
-    rng = np.random.default_rng(config.training_seed)
     model.train()
     losses = []
     for _ in range(epochs):

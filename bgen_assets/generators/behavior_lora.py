@@ -59,7 +59,6 @@ class BehaviorLoRAConfig:
     generation_batch_size: int = Field(16, ge=1)
     allow_cpu: bool = Field(False, description="fit without CUDA (tiny smoke runs only)")
     threads: int | None = None
-    training_seed: int = 0
 
 
 def code_files() -> list[Path]:
@@ -82,9 +81,9 @@ def prompt_messages(task: WeekTask, context: GenerationContext, shown: pd.DataFr
     return list(build_messages(task, PROMPT, context, shown, len(shown)))
 
 
-def training_chats(events: pd.DataFrame, config: BehaviorLoRAConfig) -> list[tuple[list[dict], str]]:
+def training_chats(events: pd.DataFrame, config: BehaviorLoRAConfig,
+                   rng: np.random.Generator) -> list[tuple[list[dict], str]]:
     """(prompt messages, answer) for every population user-week followed by a week with events."""
-    rng = np.random.default_rng(config.training_seed)
     events = events.assign(week=week_of(events["ts"]))
     pairs = events.groupby("location")["intent"].unique()
     context = GenerationContext("", "", 0, EventVocabulary({loc: tuple(i) for loc, i in pairs.items()}),
@@ -121,7 +120,7 @@ def encode(tokenizer, messages: list[dict], answer: str) -> tuple[list[int], lis
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from safetensors.torch import save
@@ -134,18 +133,18 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if config.threads:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(config.training_seed)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     base = base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
     model = get_peft_model(model, LoraConfig(
         r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules), task_type="CAUSAL_LM"))
-    examples = [encode(tokenizer, messages, answer) for messages, answer in training_chats(population_events, config)]
+    examples = [encode(tokenizer, messages, answer) for messages, answer in training_chats(population_events, config, rng)]
     if not examples:
         raise ValueError("no population user has two consecutive weeks with events to train on")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    rng = np.random.default_rng(config.training_seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.train()
     started, losses = time.perf_counter(), []
@@ -223,8 +222,7 @@ def generate_weeks(fitted: Fitted, tasks, spec, context) -> list[WeekResult]:
     backend = LocalHFBackend(BackendConfig(model=str(fitted.merged_dir(context.model_dir)),
                                            batch_size=config.generation_batch_size, threads=config.threads),
                              context.model_dir)
-    backend._load()
-    tokenizer = backend._tokenizer
+    tokenizer = backend.tokenizer
     shown = [thin(t.history[t.history["week"] == t.week], config.max_events_per_week, np.random.default_rng([*t.seed, 0]))
              for t in tasks]
     prompts = [tokenizer.apply_chat_template(prompt_messages(t, context, s), tokenize=False, add_generation_prompt=True)
@@ -232,12 +230,12 @@ def generate_weeks(fitted: Fitted, tasks, spec, context) -> list[WeekResult]:
     budget = [min(16 * (config.max_events_per_week + 2), 24 * (len(s) + 4)) for s in shown]
     if config.rationale:  # a free first line, then the constrained week after it
         free = [LLMRequest((), Sampling(config.temperature, config.top_p, 40, _seed(t, 1)), None) for t in tasks]
-        lines = [r.text.strip().splitlines()[0] if r.text.strip() else "" for r in _generate(backend, free, prompts, config)]
+        lines = [r.text.strip().splitlines()[0] if r.text.strip() else "" for r in backend.complete_rendered(free, prompts)]
         prompts = [f"{p}{line}\n" for p, line in zip(prompts, lines)]
     requests = [LLMRequest((), Sampling(config.temperature, config.top_p, b, _seed(t, 2)), context.vocabulary)
                 for t, b in zip(tasks, budget)]
     results = []
-    for task, response in zip(tasks, _generate(backend, requests, prompts, config)):
+    for task, response in zip(tasks, backend.complete_rendered(requests, prompts)):
         parsed = parse_week(response.text, context.vocabulary)
         log = {**LOG_DEFAULTS, "pass_at_1": parsed.valid, "attempts": 1, "llm_calls": 1,
                "prompt_tokens": response.prompt_tokens, "completion_tokens": response.completion_tokens,
@@ -248,12 +246,3 @@ def generate_weeks(fitted: Fitted, tasks, spec, context) -> list[WeekResult]:
                                   "ok" if parsed.valid else "failed", log))
     return results
 
-
-def _generate(backend, requests: list[LLMRequest], prompts: list[str], config: BehaviorLoRAConfig) -> list:
-    """The local backend's batched, seeded, optionally constrained decoding on prompts rendered here
-    (the rationale line has to sit inside the assistant turn, which chat messages cannot express)."""
-    responses = []
-    for start in range(0, len(requests), config.generation_batch_size):
-        end = start + config.generation_batch_size
-        responses += backend._generate(requests[start:end], prompts[start:end])
-    return responses

@@ -66,7 +66,7 @@ def count(events: pd.DataFrame, order: int, slot_minutes: int) -> Counts:
     return Counts(dict(transitions), dict(buckets), time_of_week)
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
     """The population counts as a long table (kind, context, token, count)."""
     counts = count(population_events, int(params.get("order", 2)), slot_minutes)
     rows = [("transition", ctx, tok, n) for ctx, counter in counts.transitions.items() for tok, n in counter.items()]

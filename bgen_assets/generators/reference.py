@@ -7,7 +7,7 @@ catch it).
 `other_population_week`: a real week of another population user, drawn at random (seeded per
 user-week) and moved onto the target week: what real-vs-real closeness looks like. The fitted
 model is the population users' events labelled with their week; `repeat_last_week` needs no
-population data, so its model table is empty.
+population data, so it has no model asset.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict
 from bgen_assets.generators import WeekResult, week_of
 
 NEEDS_VOCABULARY = False
-NEEDS_FIT = True
 EVENT_COLUMNS = ["ts", "weekday", "time_slot", "location", "intent"]
 MODEL_COLUMNS = ["user_id", "week", *EVENT_COLUMNS]
 
@@ -33,6 +32,10 @@ class ReferenceParams(BaseModel):
     method: Literal["repeat_last_week", "other_population_week"]
 
 
+def needs_fit(params: dict) -> bool:
+    return validate_params(params).method == "other_population_week"
+
+
 def code_files() -> list[Path]:
     return [Path(__file__)]
 
@@ -41,10 +44,8 @@ def validate_params(params: dict) -> ReferenceParams:
     return ReferenceParams.model_validate(params)
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
     """The population users' events with their week (Monday, as in `weekly_segments`)."""
-    if validate_params(params).method == "repeat_last_week":
-        population_events = population_events.iloc[:0]
     weeks = population_events.assign(week=week_of(population_events["ts"]))
     return weeks[MODEL_COLUMNS].astype({"weekday": "int64", "time_slot": "int64"}).reset_index(drop=True)
 
@@ -54,7 +55,7 @@ def from_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def model_metadata(model: pd.DataFrame) -> dict:
-    return {"population_weeks": int(model[["user_id", "week"]].drop_duplicates().shape[0]) if len(model) else 0}
+    return {"population_weeks": int(model[["user_id", "week"]].drop_duplicates().shape[0])}
 
 
 def shifted(week_events: pd.DataFrame, from_monday: pd.Timestamp, to_monday: pd.Timestamp) -> pd.DataFrame:
@@ -74,7 +75,7 @@ def other_population_week(population: pd.DataFrame, user: str, rng: np.random.Ge
 
 def generate_weeks(model: pd.DataFrame, tasks, spec, context) -> list:
     method = validate_params(spec.params).method
-    grouped = model.groupby(["user_id", "week"], sort=False) if len(model) else None
+    grouped = model.groupby(["user_id", "week"], sort=False) if model is not None else None
     results = []
     for task in tasks:
         target = pd.Timestamp(task.week) + pd.Timedelta(days=7)

@@ -46,7 +46,6 @@ class ParParams(BaseModel):
     epochs: int = Field(128, ge=1)
     max_training_weeks: int = Field(300, ge=1, description="seeded sample of population user-weeks")
     max_events_per_week: int = Field(128, ge=1, description="longer training weeks are subsampled")
-    training_seed: int = 0
     threads: int = Field(1, ge=1, description="torch threads")
 
 
@@ -74,9 +73,9 @@ def metadata():
     return Metadata.load_from_dict({"tables": {TABLE: {"sequence_key": SEQUENCE_KEY, "columns": columns}}})
 
 
-def training_sequences(population_events: pd.DataFrame, params: ParParams, slot_minutes: int) -> pd.DataFrame:
+def training_sequences(population_events: pd.DataFrame, params: ParParams, slot_minutes: int, seed: int) -> pd.DataFrame:
     """The sampled user-weeks as PAR's table: sequence key, profile context, time-of-week, event."""
-    rng = np.random.default_rng(params.training_seed)
+    rng = np.random.default_rng(seed)
     events = population_events.assign(
         week=week_of(population_events["ts"]),
         slot_of_week=population_events["weekday"] * (1440 // slot_minutes) + population_events["time_slot"],
@@ -95,17 +94,17 @@ def training_sequences(population_events: pd.DataFrame, params: ParParams, slot_
     }).reset_index(drop=True)
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
     import torch
     from sdv.sequential import PARSynthesizer
 
     params = validate_params(params)
     torch.set_num_threads(params.threads)
-    torch.manual_seed(params.training_seed)
-    np.random.seed(params.training_seed)  # SDV's transformers draw from numpy's global state
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # SDV's transformers draw from numpy's global state
     synthesizer = PARSynthesizer(metadata(), context_columns=list(PROFILE_ATTRIBUTES),
                                  epochs=params.epochs, cuda=False, verbose=False)
-    sequences = training_sequences(population_events, params, slot_minutes)
+    sequences = training_sequences(population_events, params, slot_minutes, seed)
     synthesizer.fit({TABLE: sequences})
     contexts = sequences.drop_duplicates(SEQUENCE_KEY)
     values = {a: contexts[a].value_counts().index.tolist() for a in PROFILE_ATTRIBUTES}

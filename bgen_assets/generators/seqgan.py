@@ -20,7 +20,7 @@ Training on the population users' (week, next week) pairs:
    from that event on (the rollout policy is the current generator), the whole week (EOS) with the
    discriminator's score of itself; after each generator step the discriminator trains on a fresh
    real and generated batch.
-Deterministic under `seed` (training) and each task's seed (generation, one week at a time, so a
+Deterministic under the declaration's seed (training) and each task's seed (generation, one week at a time, so a
 week does not depend on what else is generated with it).
 """
 
@@ -60,7 +60,6 @@ class SeqGANConfig:
     adversarial_learning_rate: float = 3e-4
     rollouts: int = 4
     rollout_every: int = 4            # events between Monte-Carlo reward estimates
-    seed: int = 0
     threads: int = 1
 
 
@@ -231,10 +230,10 @@ def train_discriminator(discriminator, optimizer, generator, conditions, lengths
     return loss.item()
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
     config = validate_params(params)
     torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
     slots_per_day = 1440 // slot_minutes
     pairs = sorted(set(population_events["location"] + SEP + population_events["intent"]))
     vocabulary = Vocabulary(7 * slots_per_day, pairs)

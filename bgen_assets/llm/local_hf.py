@@ -165,13 +165,23 @@ class LocalHFBackend:
 
     # -- generation --
 
+    @property
+    def tokenizer(self):
+        self._load()
+        return self._tokenizer
+
     def complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+        prompts = [self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
+                   for r in requests]
+        return self.complete_rendered(requests, prompts)
+
+    def complete_rendered(self, requests: list[LLMRequest], prompts: list[str]) -> list[LLMResponse]:
+        """Answer requests whose prompts are already rendered text (for a caller that writes part of
+        the assistant turn itself); each request's messages are then ignored."""
         if not requests:
             return []
         with self._lock:
             self._load()
-            prompts = [self._tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
-                       for r in requests]
             lengths = [len(self._tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
             order = sorted(range(len(requests)), key=lambda i: lengths[i])  # less padding per batch
             size = max(1, int(self.config.batch_size))
