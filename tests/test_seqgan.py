@@ -2,6 +2,7 @@
 table row, one user's partitions are schema-valid, in-vocabulary, time-ordered weeks, generation is
 deterministic under the seed, and the grammar holds at every position."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -25,16 +26,30 @@ def population(runner):
     return population_events(runner)
 
 
-def test_training_pairs_are_consecutive_weeks_in_grammar(population):
+def test_training_pairs_are_counted_thinned_weeks_in_grammar(population):
     config = seqgan.validate_params(TINY)
     pairs = sorted(set(population.location + seqgan.SEP + population.intent))
-    vocabulary = seqgan.Vocabulary(7 * 48, pairs)
-    conditions, lengths, weeks = seqgan.training_pairs(population, vocabulary, config, 48)
-    assert len(weeks) > 0 and weeks.shape[1] == 2 * TINY["max_events"] + 1
+    vocabulary = seqgan.Vocabulary(7 * 48, pairs, TINY["max_events"])
+    conditions, lengths, weeks = seqgan.training_pairs(population, vocabulary, config, 48, np.random.default_rng(0))
+    assert len(weeks) > 0 and weeks.shape[1] == 2 * TINY["max_events"] + 2
     assert (conditions[:, 0] == seqgan.BOS).all() and (lengths <= 2 * TINY["max_events"] + 1).all()
     generator = seqgan.Generator(vocabulary, config)
     assert generator.masks(weeks).gather(-1, weeks[..., None]).all()  # every real token is allowed
     assert ((weeks == seqgan.EOS).sum(1) == 1).all()
+    events = vocabulary.is_pair(weeks).sum(1)
+    assert (weeks[:, 0] == seqgan.COUNT0 + events - 1).all()  # the count token opens each week
+    assert events.max() == TINY["max_events"]  # long weeks are thinned to the limit, not dropped
+
+
+def test_sampled_weeks_have_the_count_they_drew(population):
+    config = seqgan.validate_params(TINY)
+    pairs = sorted(set(population.location + seqgan.SEP + population.intent))
+    generator = seqgan.Generator(seqgan.Vocabulary(7 * 48, pairs, TINY["max_events"]), config)  # untrained: any count
+    weeks = generator.generate(torch.zeros(1, 64, TINY["hidden"]), torch.Generator().manual_seed(0))
+    assert generator.masks(weeks).gather(-1, weeks[..., None]).all()
+    counts = weeks[:, 0] - seqgan.COUNT0 + 1
+    assert (generator.vocabulary.is_pair(weeks).sum(1) == counts).all()
+    assert counts.unique().numel() > 5
 
 
 def test_one_users_partitions_are_valid_and_reproducible(runner, population):

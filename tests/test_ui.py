@@ -50,11 +50,21 @@ def session_processes(sid: int) -> list[psutil.Process]:
     return found
 
 
+def signal_state(pid: int) -> str:
+    """The kernel's view of a process's signals (blocked, ignored, caught masks): a process that
+    inherits SIGTERM blocked or ignored never acts on it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return ""
+    return " ".join(line.replace("\t", "") for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def describe(procs: list[psutil.Process]) -> str:
     lines = []
     for proc in procs:
         try:
-            lines.append(f"{proc.pid} {' '.join(proc.cmdline())[:200]}")
+            lines.append(f"{proc.pid} {' '.join(proc.cmdline())[:200]} [{signal_state(proc.pid)}]")
         except psutil.Error:
             lines.append(f"{proc.pid} (gone)")
     return "\n".join(lines)
@@ -143,7 +153,8 @@ def test_make_ui_serves_and_stops_cleanly(tmp_path, fixture_data, stop):
             make.poll()  # reap make itself once it exits
             time.sleep(0.25)
             left = session_processes(sid)
-        assert make.poll() is not None, f"make still running after {SHUTDOWN_TIMEOUT} s:\n{log_tail(log)}"
+        assert make.poll() is not None, (f"make still running {SHUTDOWN_TIMEOUT} s after {stop}:\n{describe(left)}\n"
+                                         f"--- log ---\n{log_tail(log)}")
         assert not left, (f"still running {SHUTDOWN_TIMEOUT} s after {stop}:\n{describe(left)}\n"
                           f"--- log ---\n{log_tail(log)}")
     finally:
