@@ -8,6 +8,7 @@ import pytest
 from bgen_assets.assets.synthetic import stable_seed
 from bgen_assets.generators import GenerationContext, WeekTask, load_generator_specs
 from bgen_assets.generators import behavior_gpt
+from conftest import generated_weeks
 
 USER = "1004"
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "epochs": 2, "min_steps": 0, "max_events_per_week": 12}
@@ -28,22 +29,14 @@ def population(built):
 
 @pytest.fixture(scope="module")
 def materialised(built):
-    built.materialize_user("tokyo", USER, "behavior_gpt")
-    generated = built.warehouse.query(f"SELECT * FROM tokyo.synthetic_behavior_gpt WHERE user_id = '{USER}' ORDER BY week, ts")
+    generated = generated_weeks(built, "tokyo", "behavior_gpt", USER)
     fitted = behavior_gpt.from_table(built.warehouse.query("SELECT * FROM tokyo.behavior_gpt_model"))
     return generated, fitted
 
 
 def test_every_generated_event_is_valid(materialised, population):
     generated, fitted = materialised
-    assert len(generated) and (generated["generator"] == "behavior_gpt").all()
-    for week, frame in generated.groupby("week"):
-        target = pd.Timestamp(week) + pd.Timedelta(days=7)
-        assert frame["ts"].is_monotonic_increasing
-        assert ((frame["ts"] >= target) & (frame["ts"] < target + pd.Timedelta(days=7))).all()
-        assert 1 <= len(frame) <= fitted.config.max_events_per_week
-    assert (generated["ts"].dt.weekday == generated["weekday"]).all()
-    assert ((generated["ts"].dt.hour * 60 + generated["ts"].dt.minute) // 30 == generated["time_slot"]).all()
+    assert generated.groupby("week").size().between(1, fitted.config.max_events_per_week).all()
     trained_pairs = {(loc, i) for loc, intents in fitted.vocabulary.intents_by_location.items() for i in intents}
     assert trained_pairs == set(zip(population["location"], population["intent"]))
     assert set(zip(generated["location"], generated["intent"])) <= trained_pairs
@@ -83,3 +76,11 @@ def test_tiny_training_is_reproducible(population):
 def test_unknown_params_are_refused():
     with pytest.raises(ValueError):
         behavior_gpt.validate_params({"layers": 2})
+
+
+def test_a_ubiqlog_user_is_generated_with_a_model_fitted_on_ubiqlog(built):
+    generated = generated_weeks(built, "ubiqlog", "behavior_gpt", "10_M", max_weeks=2)
+    assert generated.week.nunique() == 2
+    fitted = behavior_gpt.from_table(built.warehouse.query("SELECT * FROM ubiqlog.behavior_gpt_model"))
+    intents = set(built.warehouse.query("SELECT DISTINCT intent FROM ubiqlog.events")["intent"])
+    assert {t.removeprefix("intent:") for t in fitted.vocabulary.tokens if t.startswith("intent:")} <= intents

@@ -10,6 +10,7 @@ from dagster import AssetKey
 from bgen_assets.assets.synthetic import stable_seed
 from bgen_assets.generators import WeekTask, load_generator_specs
 from bgen_assets.generators import reference
+from conftest import generated_weeks
 
 COLUMNS = ["ts", "weekday", "time_slot", "location", "intent"]
 
@@ -79,3 +80,9 @@ def test_other_population_week_is_seeded_per_user_week(built, population):
     draws = {reference.other_population_week(model, user, np.random.default_rng(seed))
              for seed in range(20)}
     assert len(draws) > 1 and all(source_user != user for source_user, _ in draws)
+
+
+@pytest.mark.parametrize("name", ["repeat_last_week", "other_population_week"])
+def test_a_ubiqlog_user_is_generated_too(built, name):
+    generated = generated_weeks(built, "ubiqlog", name, "10_M", max_weeks=2)
+    assert generated.week.nunique() == 2

@@ -8,7 +8,7 @@ import pytest
 from bgen_assets.assets.synthetic import generation_context, stable_seed
 from bgen_assets.assets.users import PROFILE_ATTRIBUTES
 from bgen_assets.generators import WeekTask, load_generator_specs, sdv_par
-from conftest import built_with_generator, population_events
+from conftest import built_with_generator, generated_weeks, population_events
 
 TINY = {"epochs": 2, "max_training_weeks": 20, "max_events_per_week": 40}
 
@@ -39,18 +39,8 @@ def test_one_users_partitions_are_valid_and_reproducible(runner, population):
     model = sdv_par.from_table(model_table)
     assert sdv_par.model_metadata(model)["training_weeks"] == TINY["max_training_weeks"]
 
-    done = runner.materialize_user("tokyo", "1004", "sdv_par", max_weeks=3)
-    assert done["tokyo/synthetic_sdv_par"] == 3
-    generated = runner.warehouse.query("SELECT * FROM tokyo.synthetic_sdv_par ORDER BY week, ts")
+    generated = generated_weeks(runner, "tokyo", "sdv_par", "1004", max_weeks=3)
     assert set(generated.week) == set(runner.user_weeks("tokyo", "1004")[:3])
-    vocabulary = set(runner.warehouse.query("SELECT location, intent FROM tokyo.vocabulary").itertuples(index=False, name=None))
-    assert set(zip(generated.location, generated.intent)) <= vocabulary
-    for week, events in generated.groupby("week"):
-        target = pd.Timestamp(week) + pd.Timedelta(days=7)
-        assert events.ts.is_monotonic_increasing
-        assert ((events.ts >= target) & (events.ts < target + pd.Timedelta(days=7))).all()
-    assert (generated.ts.dt.weekday == generated.weekday).all()
-    assert (generated.ts.dt.hour * 2 + generated.ts.dt.minute // 30 == generated.time_slot).all()
 
     # a refit gives the same model, and the kind's functions the same weeks in any order
     spec = next(s for s in load_generator_specs() if s.name == "sdv_par")
@@ -69,3 +59,9 @@ def test_unseen_profile_values_fall_back_to_known_ones(runner):
     model = sdv_par.from_table(runner.warehouse.query("SELECT * FROM tokyo.sdv_par_model"))
     week = sdv_par.generate(model, {attribute: "never seen" for attribute in PROFILE_ATTRIBUTES}, "2019-01-07", [1], 30)
     assert week.weekday.between(0, 6).all()
+
+
+def test_a_ubiqlog_user_is_generated_with_a_model_fitted_on_ubiqlog(runner):
+    generated = generated_weeks(runner, "ubiqlog", "sdv_par", "10_M", max_weeks=2)
+    assert generated.week.nunique() == 2
+    assert runner.warehouse.query("SELECT count(*) AS n FROM ubiqlog.sdv_par_model")["n"].item() == 1

@@ -48,15 +48,16 @@ IGNORE = -100  # label of positions without loss (prompt, padding)
 
 @dataclass(config=ConfigDict(extra="forbid", frozen=True))
 class BehaviorGPTConfig:
-    """Sized so that all Tokyo population users (~64k events, ~2,800 week pairs) train in about
-    2.5 CPU-minutes (one thread: on a busy 2-core machine two threads were 3x slower)."""
+    """Sized so that all Tokyo population users (~64k events, ~2,900 week pairs) train in about
+    2 CPU-minutes and 7 of them (254 week pairs) in about 22 s (one thread: on a busy 2-core machine
+    two threads were 3x slower). Width 96 took 1.6x as long with no better intent JSD or week lengths."""
 
     n_layer: int = Field(2, ge=1)
     n_head: int = Field(4, ge=1)
-    n_embd: int = Field(96, ge=8)
+    n_embd: int = Field(64, ge=8)
     max_events_per_week: int = Field(64, ge=1, description="longer weeks are thinned (seeded) to this many events")
     epochs: int = Field(6, ge=1)
-    min_steps: int = Field(300, ge=0, description="more epochs when the population is small: a model of a few "
+    min_steps: int = Field(100, ge=0, description="more epochs when the population is small: a model of a few "
                            "dozen optimizer steps has not learned even the distribution of week lengths")
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
