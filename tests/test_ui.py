@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,14 @@ import requests
 from bgen_assets.config import PROJECT_ROOT
 from conftest import write_project
 
+# A shell starts `make ui` with default signal handling. This pytest process was seen, late in a
+# full run, with SIGINT, SIGQUIT and SIGTERM ignored (SigIgn 0x80004006), and make keeps inherited
+# ignores, so it never acted on the test's SIGTERM. The command starts through this launcher instead.
+WITH_DEFAULT_SIGNALS = [sys.executable, "-c", (
+    "import os, signal, sys\n"
+    "for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):\n"
+    "    signal.signal(signum, signal.SIG_DFL)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])")]
 STARTUP_TIMEOUT = 90
 SHUTDOWN_TIMEOUT = 60  # dagster dev stops in ~4 s when idle; its children import torch, slow on a busy machine
 
@@ -132,7 +141,7 @@ def test_make_ui_serves_and_stops_cleanly(tmp_path, fixture_data, stop):
     # pyproject.toml is newer than the stamp; the `ui` recipe itself runs unchanged.
     command = ["make", "-o", ".venv/.installed", "ui", "HOST=127.0.0.1", f"PORT={port}"]
     with log.open("wb") as out:
-        make = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        make = subprocess.Popen(WITH_DEFAULT_SIGNALS + command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     sid = make.pid  # start_new_session: make leads its own session and process group
     try:
