@@ -167,7 +167,8 @@ class LocalHFBackend:
 
     @property
     def tokenizer(self):
-        self._load()
+        with self._lock:  # one load, whichever thread asks first
+            self._load()
         return self._tokenizer
 
     def complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
