@@ -24,8 +24,8 @@ Training on the population users' (week, next week) pairs:
    from that event on (the rollout policy is the current generator), the whole week (EOS) with the
    discriminator's score of itself; after each generator step the discriminator trains on a fresh
    real and generated batch.
-Deterministic under the declaration's seed (training) and each task's seed (generation, one week at a time, so a
-week does not depend on what else is generated with it).
+Deterministic under the declaration's seed (training) and each task's seed (generation, one week
+at a time, so a week does not depend on what else is generated with it).
 """
 
 from __future__ import annotations
@@ -109,6 +109,11 @@ class Vocabulary:
     def count_token(self, events: int) -> int:
         return COUNT0 + events - 1
 
+    @staticmethod
+    def count_of(tokens: torch.Tensor) -> torch.Tensor:
+        """The number of events a count token stands for."""
+        return tokens - COUNT0 + 1
+
     def tokens(self, events: pd.DataFrame, slots_per_day: int) -> np.ndarray:
         """(slot token, pair token) per event (rows in the events' order); pair 0 where unknown."""
         pairs = (events["location"] + SEP + events["intent"]).map(self.pair_id).fillna(0).to_numpy("int64")
@@ -127,7 +132,7 @@ class Vocabulary:
     def progress(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The latest slot token and the events still to write after each week prefix (B, L >= 1)."""
         floor = torch.where(self.is_slot(prefix), prefix, self.slot0).amax(1)
-        return floor, prefix[:, 0] - COUNT0 + 1 - self.is_pair(prefix).sum(1)
+        return floor, self.count_of(prefix[:, 0]) - self.is_pair(prefix).sum(1)
 
 
 class Generator(nn.Module):
@@ -148,7 +153,7 @@ class Generator(nn.Module):
         v = self.vocabulary
         previous = F.pad(weeks[:, :-1], (1, 0), value=BOS)
         floor = torch.where(v.is_slot(previous), previous, v.slot0).cummax(dim=1).values
-        remaining = weeks[:, :1] - COUNT0 + 1 - v.is_pair(previous).long().cumsum(1)
+        remaining = v.count_of(weeks[:, :1]) - v.is_pair(previous).long().cumsum(1)
         return v.allowed(previous, floor, remaining)
 
     def log_probs(self, state: torch.Tensor, weeks: torch.Tensor) -> torch.Tensor:
@@ -168,7 +173,7 @@ class Generator(nn.Module):
             logits = self.head(output[:, 0]).masked_fill(~v.allowed(last, floor, remaining), -torch.inf)
             last = torch.multinomial(logits.softmax(-1), 1, generator=rng)[:, 0]
             floor = torch.where(v.is_slot(last), last, floor)
-            remaining = torch.where(v.is_count(last), last - COUNT0 + 1, remaining - v.is_pair(last).long())
+            remaining = torch.where(v.is_count(last), v.count_of(last), remaining - v.is_pair(last).long())
             tokens.append(last)
             if ((last == EOS) | (last == PAD)).all():
                 break
