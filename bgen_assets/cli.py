@@ -109,54 +109,22 @@ def cmd_home(args) -> None:
     print(prepare_dagster_home(project()))
 
 
-UI_STOP_GRACE_S = 20  # dagster dev stops its services in ~4 s when idle
-
-
-def _default_stop_signals() -> None:
-    """In the child before exec: default SIGINT/SIGTERM, whatever this process inherited (started from
-    a non-interactive shell SIGINT is ignored, and dagster dev then ignores SIGTERM too)."""
-    import signal
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
-
-
 def cmd_ui(args) -> None:
-    """Run `dagster dev` in its own process group until this process gets SIGINT or SIGTERM; then
-    stop the group as Ctrl-C in a terminal would (SIGINT), and kill it if it is still there after
-    UI_STOP_GRACE_S seconds, so no webserver, daemon or code server outlives the command."""
+    """Replace this process by `dagster dev` with default SIGINT/SIGTERM handling: started from a
+    non-interactive shell it would inherit an ignored SIGINT and then ignore SIGTERM too."""
     import os
     import shutil
     import signal
-    import subprocess
-    import threading
 
     from bgen_assets.config import PROJECT_ROOT
     from bgen_assets.runs import prepare_dagster_home
 
     prepare_dagster_home(project())
-    stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, signal.SIG_DFL)
     dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or "dagster"
-    server = subprocess.Popen([dagster, "dev", "-h", args.host, "-p", str(args.port), "-w", "workspace.yaml"],
-                              cwd=PROJECT_ROOT, process_group=0, preexec_fn=_default_stop_signals)
-    while server.poll() is None and not stop.wait(0.5):
-        pass
-    group, deadline = server.pid, time.monotonic() + UI_STOP_GRACE_S
-    if server.poll() is None:
-        os.killpg(group, signal.SIGINT)
-    while time.monotonic() < deadline:  # dagster dev, then the webserver, daemon and code server it started
-        server.poll()  # reap it, so a finished dagster dev no longer counts as a member of the group
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.25)
-    else:
-        console.print(f"dagster dev had not stopped {UI_STOP_GRACE_S} s after SIGINT: killing its process group")
-        os.killpg(group, signal.SIGKILL)
-    server.wait()
+    os.chdir(PROJECT_ROOT)
+    os.execv(dagster, [dagster, "dev", "-h", args.host, "-p", str(args.port), "-w", "workspace.yaml"])
 
 
 def main(argv: list[str] | None = None) -> int:

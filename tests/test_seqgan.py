@@ -28,8 +28,7 @@ def population(runner):
 
 def test_training_pairs_are_counted_thinned_weeks_in_grammar(population):
     config = seqgan.validate_params(TINY)
-    pairs = sorted(set(population.location + seqgan.SEP + population.intent))
-    vocabulary = seqgan.Vocabulary(7 * 48, pairs, TINY["max_events"])
+    vocabulary = seqgan.Vocabulary.of_events(population, 48, TINY["max_events"])
     conditions, lengths, weeks = seqgan.training_pairs(population, vocabulary, config, 48, np.random.default_rng(0))
     assert len(weeks) > 0 and weeks.shape[1] == 2 * TINY["max_events"] + 2
     assert (conditions[:, 0] == seqgan.BOS).all() and (lengths <= 2 * TINY["max_events"] + 1).all()
@@ -43,8 +42,7 @@ def test_training_pairs_are_counted_thinned_weeks_in_grammar(population):
 
 def test_sampled_weeks_have_the_count_they_drew(population):
     config = seqgan.validate_params(TINY)
-    pairs = sorted(set(population.location + seqgan.SEP + population.intent))
-    generator = seqgan.Generator(seqgan.Vocabulary(7 * 48, pairs, TINY["max_events"]), config)  # untrained: any count
+    generator = seqgan.Generator(seqgan.Vocabulary.of_events(population, 48, TINY["max_events"]), config)  # untrained
     weeks = generator.generate(torch.zeros(1, 64, TINY["hidden"]), torch.Generator().manual_seed(0))
     assert generator.masks(weeks).gather(-1, weeks[..., None]).all()
     counts = generator.vocabulary.count_of(weeks[:, 0])

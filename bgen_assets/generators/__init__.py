@@ -112,6 +112,13 @@ def week_events(week: str, slot_of_week: np.ndarray, locations, intents, rng: np
     })
 
 
+def thin(events: pd.DataFrame, limit: int, rng: np.random.Generator) -> pd.DataFrame:
+    """At most `limit` events, a uniform sample kept in time order."""
+    if len(events) <= limit:
+        return events
+    return events.iloc[np.sort(rng.choice(len(events), size=limit, replace=False))]
+
+
 # A generated week's accounting (a row of DS.synthetic_NAME_log); generators without an LLM keep these.
 LOG_DEFAULTS = {"pass_at_1": False, "attempts": 0, "llm_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
                 "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,

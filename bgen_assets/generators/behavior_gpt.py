@@ -35,8 +35,7 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from bgen_assets.generators import WeekResult, artifact_bytes, artifact_table, week_events, week_of
-from bgen_assets.generators.behaviorgen import thin
+from bgen_assets.generators import WeekResult, artifact_bytes, artifact_table, thin, week_events, week_of
 
 NEEDS_VOCABULARY = False
 NEEDS_FIT = True

@@ -28,8 +28,8 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from bgen_assets.generators import (LOG_DEFAULTS, GenerationContext, WeekResult, WeekTask, artifact_bytes,
-                                    artifact_table, week_of)
-from bgen_assets.generators.behaviorgen import BehaviorGenParams, build_messages, thin
+                                    artifact_table, thin, week_of)
+from bgen_assets.generators.behaviorgen import BehaviorGenParams, build_messages
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
 from bgen_assets.llm.event_format import parse_week, render_events, to_events
 

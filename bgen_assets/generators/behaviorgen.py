@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bgen_assets.config import PROJECT_ROOT
 from bgen_assets.llm import BackendConfig, LLMRequest, Sampling
-from bgen_assets.generators import LOG_DEFAULTS
+from bgen_assets.generators import LOG_DEFAULTS, thin
 from bgen_assets.llm import EventVocabulary
 from bgen_assets.llm.event_format import ParsedWeek, parse_week, parse_weeks, render_events, to_events
 
@@ -107,13 +107,6 @@ def conditioning_events(history: pd.DataFrame, week: str, conditioning: str) -> 
     start = week_end - pd.Timedelta(days=CONDITIONING_DAYS[conditioning])
     window = history[(history["ts"] >= start) & (history["ts"] < week_end)]
     return window if len(window) else week_events.tail(1)
-
-
-def thin(events: pd.DataFrame, limit: int, rng: np.random.Generator) -> pd.DataFrame:
-    """At most `limit` events, a uniform sample kept in time order."""
-    if len(events) <= limit:
-        return events
-    return events.iloc[np.sort(rng.choice(len(events), size=limit, replace=False))]
 
 
 def build_messages(task, params: BehaviorGenParams, context, shown: pd.DataFrame, n_events: int,

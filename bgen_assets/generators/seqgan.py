@@ -41,8 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
-from bgen_assets.generators import artifact_bytes, artifact_table, week_events, week_of
-from bgen_assets.generators.behaviorgen import thin
+from bgen_assets.generators import artifact_bytes, artifact_table, thin, week_events, week_of
 
 NEEDS_VOCABULARY = False
 NEEDS_FIT = True
@@ -96,6 +95,11 @@ class Vocabulary:
         # what may follow, by state: 0 after BOS, 1 wants a slot, 2 after a slot, 3 count reached, 4 after EOS
         self.grammar = torch.stack([self.is_count(self.ids), self.is_slot(self.ids), self.is_pair(self.ids),
                                     self.ids == EOS, self.ids == PAD])
+
+    @classmethod
+    def of_events(cls, events: pd.DataFrame, slots_per_day: int, max_events: int) -> Vocabulary:
+        """The vocabulary of these (population) events: every (location, intent) pair they hold."""
+        return cls(7 * slots_per_day, sorted(set(events["location"] + SEP + events["intent"])), max_events)
 
     def is_count(self, tokens: torch.Tensor) -> torch.Tensor:
         return (tokens >= COUNT0) & (tokens < self.slot0)
@@ -267,8 +271,7 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: 
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
     slots_per_day = 1440 // slot_minutes
-    pairs = sorted(set(population_events["location"] + SEP + population_events["intent"]))
-    vocabulary = Vocabulary(7 * slots_per_day, pairs, config.max_events)
+    vocabulary = Vocabulary.of_events(population_events, slots_per_day, config.max_events)
     conditions, lengths, weeks = training_pairs(population_events, vocabulary, config, slots_per_day,
                                                 np.random.default_rng(seed))
     generator, discriminator = Generator(vocabulary, config), Discriminator(vocabulary, config)
@@ -305,7 +308,7 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: 
         train_discriminator(discriminator, d_optimizer, generator, conditions[batch], lengths[batch], weeks[batch])
 
     buffer = io.BytesIO()
-    torch.save({"config": asdict(config), "slots_per_week": vocabulary.slots_per_week, "pairs": pairs,
+    torch.save({"config": asdict(config), "slots_per_week": vocabulary.slots_per_week, "pairs": vocabulary.pairs,
                 "training_pairs": len(weeks), "generator": generator.state_dict()}, buffer)
     return artifact_table(buffer.getvalue())
 
