@@ -9,7 +9,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition,
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.schemas import describe_failures, table_schema, validate
-from bgen_assets.warehouse import DUCKDB_POOL, Warehouse
+from bgen_assets.warehouse import Warehouse
 
 
 def schema_check(catalog: Catalog, key: AssetKey, schema_name: str, blocking: bool) -> AssetChecksDefinition:
@@ -20,7 +20,6 @@ def schema_check(catalog: Catalog, key: AssetKey, schema_name: str, blocking: bo
         asset=key,
         name="pandera_schema",
         blocking=blocking,
-        pool=DUCKDB_POOL,
         description=f"Pandera schema `{schema_name}` from models/schema.yml"
         + (" (blocking: downstream assets are not built from a failing table)" if blocking else ""),
     )

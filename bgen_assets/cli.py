@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -10,29 +11,34 @@ from rich.console import Console
 from rich.table import Table
 
 from bgen_assets.config import ConfigError, project
-from bgen_assets.experiments import load_experiment_specs
-from bgen_assets.generators import load_generator_specs
 
 console = Console(width=150)
 
 
-def _runner():
+STAGES = ("generate", "evaluate", "train", "report")
+
+
+def _runner(scope: str | None = None, workers: int = 1):
+    """A Runner over the project's instance, its definitions built for `scope` (training caps and
+    code versions follow the scope, so one scope value decides everything a command builds)."""
     from dagster import DagsterInstance
 
-    from bgen_assets.definitions import defs
     from bgen_assets.runs import Runner, prepare_dagster_home
 
-    prepare_dagster_home(project())
-    return Runner(project(), defs, DagsterInstance.get())
+    scoped = project().model_copy(update={"scope": scope or project().scope})
+    if scoped.scope not in scoped.scopes:
+        raise ConfigError(f"unknown scope {scoped.scope!r}; declared: {', '.join(scoped.scopes)}")
+    prepare_dagster_home(scoped)
+    return Runner.for_project(scoped, DagsterInstance.get(), workers=workers)
 
 
-def summary(runner, scope: str) -> Table:
-    table = Table(title=f"bgen warehouse ({project().warehouse_path}), scope {scope}")
+def summary(runner, datasets: list[str]) -> Table:
+    table = Table(title=f"bgen warehouse ({runner.project.warehouse_path}), scope {runner.project.scope}")
     columns = ("dataset", "events", "users", "user-weeks", "synthetic table", "syn. events",
                "syn. user-weeks", "pass@1", "failed weeks")
     for column in columns:
         table.add_column(column, justify="left" if column in ("dataset", "synthetic table") else "right")
-    for dataset in project().datasets:
+    for dataset in datasets:
         events, n_users, n_weeks = runner.warehouse.query(
             f"SELECT count(*), count(DISTINCT user_id), count(DISTINCT (user_id, date_trunc('week', ts))) "
             f'FROM "{dataset}".events'
@@ -51,42 +57,89 @@ def summary(runner, scope: str) -> Table:
     return table
 
 
-def cmd_demo(args) -> None:
-    from dagster import AssetKey
+def stage_table(runner) -> Table:
+    table = Table(title="stages")
+    for column in ("stage", "wall s", "compute s", "runs", "units", "LLM calls", "cache hits"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage in runner.stages:
+        if stage.outcomes:
+            table.add_row(stage.name, f"{stage.wall_s:.1f}", f"{stage.compute_s:.1f}", str(len(stage.outcomes)),
+                          f"{stage.units:,}", f"{stage.llm_calls:,}", f"{stage.cache_hits:,}")
+    return table
 
-    runner = _runner()
+
+class ProgressBars:
+    """A live bar per stage: done/total units (partitions, fits, predictors), rate and ETA."""
+
+    def __init__(self, progress):
+        self.progress, self.tasks = progress, {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+def run_scope(runner, datasets: list[str], generators: list[str] | None, experiments: list[str] | None,
+              stages: tuple[str, ...]) -> None:
+    """Build what the runner's scope declares for the datasets, only what is stale or missing."""
+    from bgen_assets.experiments import load_experiment_specs
+    from bgen_assets.generators import load_generator_specs
+
+    scope = runner.project.scope
+    if "generate" in stages:
+        rebuilt = runner.build_shared()
+        console.print(f"shared assets rebuilt: {', '.join(k.to_user_string() for k in rebuilt) or 'none, all up to date'}")
+    experiment_specs = [spec for spec in load_experiment_specs(runner.catalog.models_dir / "experiments")
+                        if spec.scoped(scope).build and (experiments is None or spec.name in experiments)]
+    for dataset in datasets:
+        names = [name for name in runner.generator_names(dataset) if generators is None or name in generators]
+        if "generate" in stages:
+            runner.check_shared_built(dataset, names)
+            runner.fit_generators(dataset, names)
+            selection = runner.project.selection(dataset)
+            runner.build_segments(dataset, selection.users)
+            specs = {spec.name: spec for spec in load_generator_specs(runner.catalog.models_dir / "generators")}
+            for name in names:
+                chosen = specs[name].selection(scope, dataset, selection)
+                generated = runner.generate(dataset, name, chosen.users, chosen.max_weeks_per_user)
+                console.print(f"{dataset}/synthetic_{name}: {generated:,} user-week(s) generated")
+        usable = names
+        if "evaluate" in stages or "train" in stages:
+            verdicts = runner.evaluate_generators(dataset, names)
+            for generator, (passed, reason) in verdicts.items():
+                if not passed:
+                    console.print(f"{dataset}: [yellow]{generator} is not trained on[/yellow]: {reason}")
+            usable = [generator for generator, (passed, _) in verdicts.items() if passed]
+        if "train" in stages:
+            runner.train_experiments(dataset, experiment_specs, usable)
+        if "report" in stages:
+            runner.build_summaries(dataset)
+
+
+def cmd_run(args) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    runner = _runner(args.scope, args.workers)
+    datasets = runner.project.scope_datasets() if args.dataset is None else args.dataset
+    unknown = set(datasets) - set(runner.project.datasets)
+    if unknown:
+        raise ConfigError(f"unknown dataset(s) {sorted(unknown)}; declared: {', '.join(runner.project.datasets)}")
+    stages = STAGES if args.stage is None else STAGES[: STAGES.index(args.stage) + 1] if args.through else (args.stage,)
     started = time.perf_counter()
-    console.print("[bold]Shared assets[/bold] (raw sources, seeds, SQL models, profiles, fitted generators)")
-    rebuilt = runner.build_shared()
-    console.print(f"  outdated and rebuilt with their downstream: {', '.join(k.to_user_string() for k in rebuilt) or 'none'}")
-    scope = args.scope or project().scope
-    for spec in load_generator_specs():
-        for dataset in project().datasets:
-            selection = spec.selection(scope, dataset, project().selection(dataset, scope))
-            chosen = selection.users
-            if chosen is None:
-                chosen = runner.instance.get_dynamic_partitions(f"{dataset}_users")
-            for user in chosen:
-                began = time.perf_counter()
-                done = runner.materialize_user(dataset, user, spec.name, selection.max_weeks_per_user)
-                console.print(f"  {spec.name} {dataset} user {user}: " + ", ".join(f"{k} {v}" for k, v in done.items())
-                              + f" ({time.perf_counter() - began:.0f} s)")
-    console.print("[bold]Evaluation and training[/bold] (fidelity, privacy gate, predictors, result tables)")
-    experiments = [spec for spec in load_experiment_specs() if spec.scoped(scope).build]
-    for dataset in project().datasets:
-        built = [spec.name for spec in load_generator_specs()
-                 if runner.instance.get_materialized_partitions(AssetKey([dataset, f"synthetic_{spec.name}"]))]
-        began = time.perf_counter()
-        verdicts = runner.evaluate_generators(dataset, built)
-        for generator, (passed, reason) in verdicts.items():
-            if not passed:
-                console.print(f"  {dataset}: [yellow]{generator} is not trained on[/yellow]: {reason}")
-        usable = [generator for generator, (passed, _) in verdicts.items() if passed]
-        trained = runner.train_experiments(dataset, experiments, usable)
-        console.print(f"  {dataset}: evaluated {len(built)} generators, rebuilt "
-                      f"{', '.join(k.to_user_string() for k in trained) or 'nothing'} ({time.perf_counter() - began:.0f} s)")
-    console.print(summary(runner, scope))
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        runner.on_progress = ProgressBars(progress)
+        run_scope(runner, datasets, args.generator, args.experiment, stages)
+    console.print(stage_table(runner))
+    console.print(summary(runner, datasets))
+    console.print(f"finished in {time.perf_counter() - started:.0f} s")
+
+
+def cmd_demo(args) -> None:
+    args.scope = args.scope or "demo"
+    cmd_run(args)
 
 
 def cmd_build(args) -> None:
@@ -95,7 +148,7 @@ def cmd_build(args) -> None:
 
 
 def cmd_user(args) -> None:
-    runner = _runner()
+    runner = _runner(args.scope, args.workers)
     done = runner.materialize_user(args.dataset, args.user, generator=args.generator, max_weeks=args.max_weeks)
     if not any(done.values()):
         console.print(f"{args.dataset} user {args.user}: everything up to date, nothing materialised")
@@ -127,12 +180,25 @@ def cmd_ui(args) -> None:
     os.execv(dagster, [dagster, "dev", "-h", args.host, "-p", str(args.port), "-w", "workspace.yaml"])
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bgen", description="Synthetic behaviour data as a Dagster asset graph.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="build the shared assets and the scope's users, print row counts")
-    demo.add_argument("--scope", default=None, help="declared scope (default: bgen_project.yml `scope`)")
-    demo.set_defaults(run=cmd_demo)
+    for name, help_text in (("run", "build what a scope declares: generate, evaluate, train, report (only what is stale)"),
+                            ("demo", "`bgen run` over the demo scope")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--scope", default=None, help="declared scope (default: bgen_project.yml `scope`"
+                             + (", for demo: demo)" if name == "demo" else ")"))
+        command.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
+        command.add_argument("--generator", action="append", default=None, help="only this generator (repeatable)")
+        command.add_argument("--experiment", action="append", default=None, help="only this experiment (repeatable)")
+        command.add_argument("--stage", choices=STAGES, default=None, help="only this stage (default: all)")
+        command.add_argument("--through", action="store_true", help="with --stage: every stage up to it")
+        command.add_argument("--workers", type=int, default=1, help="processes running independent work side by side")
+        command.set_defaults(run=cmd_demo if name == "demo" else cmd_run)
     build = commands.add_parser("build", help="observe the source files and rebuild the stale or missing shared assets")
     build.set_defaults(run=cmd_build)
     user = commands.add_parser("user", help="materialise one user's partitions (all weeks), only what is stale or missing")
@@ -140,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument("user")
     user.add_argument("--generator", default=None, help="one generator declaration (default: those the scope builds)")
     user.add_argument("--max-weeks", type=int, default=None, help="only the user's first N weeks (default: all)")
+    user.add_argument("--scope", default=None, help="declared scope (default: bgen_project.yml `scope`)")
+    user.add_argument("--workers", type=int, default=1, help="processes running independent work side by side")
     user.set_defaults(run=cmd_user)
     ui = commands.add_parser("ui", help="serve the Dagster UI (dagster dev) on the state directory's instance")
     ui.add_argument("--host", default="127.0.0.1")
@@ -148,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     home = commands.add_parser("home", help="prepare and print DAGSTER_HOME under the state directory")
     home.set_defaults(run=cmd_home)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         args.run(args)
+    except KeyboardInterrupt:
+        console.print("[yellow]stopped[/yellow]: what completed is kept; no partition was half-written")
+        return 130
     except ConfigError as error:
         console.print(f"[red]configuration error[/red]: {error}")
         return 2

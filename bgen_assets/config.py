@@ -178,6 +178,11 @@ class Project(StrictModel):
         shared = (PROJECT_ROOT.parent / "shared" / "data").resolve()
         return shared if shared.is_dir() else self.download_cache
 
+    def scope_datasets(self, scope: str | None = None) -> list[str]:
+        """The datasets a scope builds: those it names, or every dataset when it names none."""
+        named = self.scopes[scope or self.scope]
+        return [dataset for dataset in self.datasets if not named or dataset in named]
+
     def selection(self, dataset: str, scope: str | None = None) -> ScopeSelection:
         return self.scopes[scope or self.scope].get(dataset, ScopeSelection())
 

@@ -1,34 +1,59 @@
 """Materialising parts of the graph as real, recorded Dagster runs on the project's instance:
-the shared (unpartitioned) assets, one user's partitions, and a declared scope."""
+the shared (unpartitioned) assets, users' weekly segments and synthetic partitions in bulk,
+evaluation and training, for one user or a whole declared scope.
+
+What is stale is decided in bulk (bgen_assets/staleness.py); the stale partitions are then
+covered by as few runs as possible (rectangles of users x weeks), which `workers` processes
+run side by side (bgen_assets/workers.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from dagster import AssetCheckSeverity, AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._time import get_current_datetime
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+import yaml
+
+from dagster import AssetCheckSeverity, AssetKey, AssetSelection, DagsterInstance, DagsterRunStatus, Definitions, \
+    RunsFilter, materialize
 
 from bgen_assets.assets.evaluation import EVALUATION_GROUP, EVALUATION_TABLES, GATE_CHECK
-from bgen_assets.assets.synthetic import SYNTHETIC_GROUP
+from bgen_assets.assets.synthetic import SYNTHETIC_GROUP, generator_code_version, synthetic_inputs
 from bgen_assets.assets.training import TRAINING_GROUP
 from bgen_assets.evaluation.gate import gate_verdict
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import PROJECT_ROOT, Project
-from bgen_assets.partitions import users
+from bgen_assets.partitions import users, weeks
+from bgen_assets.staleness import input_version_prefix, partition_blocks, stale_users, user_week_status
 from bgen_assets.warehouse import Warehouse
+
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+PID_TAG = "bgen/pid"   # the process running a run: a run whose process is gone is marked failed
+COMPUTE_METADATA = ("generate_seconds", "fit_seconds")  # time inside generators, as asset metadata
+
+
+def instance_settings(dagster_home: Path) -> dict:
+    """The repository's dagster.yaml, with the event log's directory under `dagster_home`."""
+    settings = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    settings["event_log_storage"]["config"] = {"base_dir": str(dagster_home / "history" / "runs")}
+    return settings
+
+
+def one_planned_event_per_run() -> None:
+    """A run over a partition range records one 'planned' event for the range, not one per
+    partition (Dagster's switch; the warehouse's log, not Dagster, says which weeks failed)."""
+    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 
 
 def prepare_dagster_home(project: Project) -> str:
-    """DAGSTER_HOME under the state directory, holding a copy of the repository's dagster.yaml."""
+    """DAGSTER_HOME under the state directory, holding the instance settings (`instance_settings`)."""
     home = project.home / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_settings(home), sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(home)
+    one_planned_event_per_run()
     return str(home)
 
 
@@ -46,17 +71,91 @@ def _root_message(error) -> str:
     return error.message.strip()
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """One Dagster run: assets (and what depends on them among `keys`), optionally a partition
+    range, and how many units of progress it stands for."""
+    keys: tuple[AssetKey, ...]
+    partition_range: tuple[str, str] | None = None
+    units: int = 1
+    tolerated_checks: tuple[str, ...] = ()
+
+
+@dataclass
+class RunOutcome:
+    request: RunRequest
+    failed_checks: list[str]
+    compute_s: float
+    llm_calls: int
+    cache_hits: int
+
+
+@dataclass
+class StageRecord:
+    """What one stage of a command did: for the closing table and the benchmark."""
+    name: str
+    wall_s: float = 0.0
+    outcomes: list[RunOutcome] = field(default_factory=list)
+
+    def add(self, outcome: RunOutcome) -> None:
+        self.outcomes.append(outcome)
+
+    @property
+    def units(self) -> int:
+        return sum(o.request.units for o in self.outcomes)
+
+    @property
+    def compute_s(self) -> float:
+        return sum(o.compute_s for o in self.outcomes)
+
+    @property
+    def llm_calls(self) -> int:
+        return sum(o.llm_calls for o in self.outcomes)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(o.cache_hits for o in self.outcomes)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_runs(instance: DagsterInstance) -> int:
+    """Mark failed the runs still STARTED whose process is gone (killed with SIGKILL, say), so
+    the UI tells the truth; nothing waits on them (no pool slots are ever claimed)."""
+    dead = [run for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+            if PID_TAG in run.tags and not alive(int(run.tags[PID_TAG]))]
+    for run in dead:
+        instance.report_run_failed(run, f"its process {run.tags[PID_TAG]} is gone (killed?)")
+    return len(dead)
+
+
 @dataclass
 class Runner:
     project: Project
     defs: Definitions
     instance: DagsterInstance
+    catalog: Catalog | None = None
+    workers: int = 1
+    on_progress: object = None      # callable(stage, done_units, total_units) for progress bars
+    stages: list[StageRecord] = field(default_factory=list)
 
     @classmethod
-    def for_project(cls, project: Project, instance: DagsterInstance, catalog: Catalog | None = None) -> Runner:
+    def for_project(cls, project: Project, instance: DagsterInstance, catalog: Catalog | None = None,
+                    workers: int = 1) -> Runner:
         from bgen_assets.definitions import build_definitions
 
-        return cls(project, build_definitions(project, catalog), instance)
+        catalog = catalog or Catalog(project)
+        one_planned_event_per_run()
+        fail_dead_runs(instance)
+        return cls(project, build_definitions(project, catalog), instance, catalog, workers)
 
     @property
     def warehouse(self) -> Warehouse:
@@ -66,13 +165,17 @@ class Runner:
     def graph(self):
         return self.defs.resolve_asset_graph()
 
-    def _materialize(self, selection, tolerated_checks: tuple[str, ...] = (), **kwargs) -> list[str]:
-        """One run; raises RunFailed on a failed step or a failed blocking check, except the checks
-        named in `tolerated_checks`, whose failures are returned."""
+    def materialize_request(self, request: RunRequest) -> RunOutcome:
+        """One run in this process; raises RunFailed on a failed step or a failed blocking check,
+        except the checks named in `tolerated_checks`, whose failures are returned."""
+        tags = {PID_TAG: str(os.getpid())}
+        if request.partition_range:
+            tags[RANGE_START_TAG], tags[RANGE_END_TAG] = request.partition_range
+        selection = AssetSelection.assets(*request.keys).downstream() & AssetSelection.assets(*request.keys)
         result = materialize(
             [*self.defs.assets, *self.defs.asset_checks], selection=selection, instance=self.instance,
-            resources=self.defs.resources, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}, **kwargs,
+            resources=self.defs.resources, raise_on_error=False, tags=tags,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         )
         failures = [_root_message(e.event_specific_data.error) for e in result.all_events
                     if e.event_type_value == "STEP_FAILURE"  # failed checks are reported below, by name
@@ -80,17 +183,52 @@ class Runner:
         failed_checks = [c for c in result.get_asset_check_evaluations()
                          if not c.passed and c.severity == AssetCheckSeverity.ERROR]
         failures += [f"check {c.asset_key.to_user_string()}:{c.check_name} failed, nothing was built from it: "
-                     f"{c.description}" for c in failed_checks if c.check_name not in tolerated_checks]
+                     f"{c.description}" for c in failed_checks if c.check_name not in request.tolerated_checks]
         if failures or not (result.success or failed_checks):
             raise RunFailed("\n".join(failures) or f"run {result.run_id} failed")
-        return [f"{c.asset_key.to_user_string()}: {c.description}" for c in failed_checks]
+        metadata = {}  # per asset: a range run repeats the step's metadata on every partition
+        for event in result.get_asset_materialization_events():
+            materialization = event.step_materialization_data.materialization
+            metadata.setdefault(materialization.asset_key, materialization.metadata)
+        number = lambda values, name: sum(float(v[name].value) for v in values if name in v)  # noqa: E731
+        return RunOutcome(
+            request, [f"{c.asset_key.to_user_string()}: {c.description}" for c in failed_checks],
+            compute_s=sum(number(metadata.values(), name) for name in COMPUTE_METADATA),
+            llm_calls=int(number(metadata.values(), "llm_calls")), cache_hits=int(number(metadata.values(), "cache_hits")),
+        )
 
-    def _rebuild_outdated(self, keys: list[AssetKey], tolerated_checks: tuple[str, ...] = ()) -> list[AssetKey]:
-        """Rebuild those of `keys` that are stale or missing, with what depends on them among `keys`."""
-        outdated = [key for key in keys if self.stale_or_missing(key, [None])]
+    def _materialize(self, keys: Iterable[AssetKey], tolerated_checks: tuple[str, ...] = (),
+                     partition_key: str | None = None) -> list[str]:
+        """One run of `keys` (and what depends on them among them); returns the tolerated failed checks."""
+        partition_range = (partition_key, partition_key) if partition_key else None
+        return self.materialize_request(RunRequest(tuple(keys), partition_range, 1, tolerated_checks)).failed_checks
+
+    def execute(self, stage: str, requests: list[RunRequest]) -> list[RunOutcome]:
+        """Run the requests, on `workers` processes when more than one, reporting progress."""
+        from bgen_assets.workers import run_requests
+
+        total = sum(r.units for r in requests)
+        record = StageRecord(stage)
+        self.stages.append(record)
+        started = time.perf_counter()
+        if self.on_progress and requests:
+            self.on_progress(stage, 0, total)
+        for outcome in run_requests(self, requests):
+            record.add(outcome)
+            record.wall_s = time.perf_counter() - started
+            if self.on_progress:
+                self.on_progress(stage, record.units, total)
+        return record.outcomes
+
+    def _rebuild_outdated(self, stage: str, keys: list[AssetKey], tolerated_checks: tuple[str, ...] = (),
+                          independent: bool = False) -> list[AssetKey]:
+        """Rebuild those of `keys` that are stale or missing, with what depends on them among
+        `keys`: one run, or one run each when `independent` (none depends on another)."""
+        outdated = [key for key in keys if self.stale_or_missing(key)]
         if outdated:
-            self._materialize(AssetSelection.assets(*outdated).downstream() & AssetSelection.assets(*keys),
-                              tolerated_checks)
+            groups = [(key,) for key in outdated] if independent else [tuple(dict.fromkeys(
+                AssetSelection.assets(*outdated).downstream().resolve(self.graph)) & set(keys))]
+            self.execute(stage, [RunRequest(tuple(g), None, len(g), tolerated_checks) for g in groups])
         return outdated
 
     def build_shared(self) -> list[AssetKey]:
@@ -98,58 +236,95 @@ class Runner:
         generator starts from, where stale or missing. Fitted generators and everything built
         from synthetic data are built for the generators a run asks for. Returns what was outdated."""
         graph = self.graph
-        self._materialize([key for key in graph.get_all_asset_keys() if graph.get(key).is_observable])
-        return self._rebuild_outdated(self.shared_keys())
+        observed = [key for key in graph.get_all_asset_keys() if graph.get(key).is_observable]
+        self.execute("observe sources", [RunRequest(tuple(observed))])
+        return self._rebuild_outdated("shared assets", self.shared_keys())
 
-    def shared_keys(self) -> list[AssetKey]:
+    def shared_keys(self, datasets: Iterable[str] | None = None) -> list[AssetKey]:
         """The unpartitioned assets not built from a generator and not trained or evaluated
-        (sources, seeds, SQL models, users)."""
+        (sources, seeds, SQL models, users), of the given datasets (and the seeds)."""
         graph = self.graph
         from_generators = (AssetSelection.groups(SYNTHETIC_GROUP).downstream()
                            | AssetSelection.groups(TRAINING_GROUP, EVALUATION_GROUP).downstream()).resolve(graph)
+        wanted = set(datasets or self.project.datasets) | {"seeds"}
         return [key for key in graph.materializable_asset_keys
-                if not graph.get(key).is_partitioned and key not in from_generators]
+                if not graph.get(key).is_partitioned and key not in from_generators and key.path[0] in wanted]
 
-    def stale_or_missing(self, key: AssetKey, partitions: list[str]) -> list[str]:
-        view = AssetGraphView(
-            temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-            instance=self.instance, asset_graph=self.graph,
-        )
-        resolver = CachingStaleStatusResolver(self.instance, self.graph, view)
-        return [p for p in partitions if resolver.get_status(key, p) != StaleStatus.FRESH]
+    def stale_or_missing(self, key: AssetKey) -> bool:
+        """Whether an unpartitioned asset is missing or stale (a handful of them per command)."""
+        from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+        from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+        from dagster._time import get_current_datetime
+
+        view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                              instance=self.instance, asset_graph=self.graph)
+        return CachingStaleStatusResolver(self.instance, self.graph, view).get_status(key, None) != StaleStatus.FRESH
 
     def user_weeks(self, dataset: str, user: str) -> list[str]:
         return self.warehouse.query(
             f'SELECT DISTINCT week FROM "{dataset}".weekly_segments WHERE user_id = ? ORDER BY week', [user]
         )["week"].tolist()
 
+    def generator_names(self, dataset: str, scope: str | None = None) -> list[str]:
+        """The generators a scope builds for a dataset (declarations whose scope names no users,
+        such as ablations or GPU-only ones, are left out)."""
+        from bgen_assets.generators import load_generator_specs
+
+        scope = scope or self.project.scope
+        return [spec.name for spec in load_generator_specs(self.catalog.models_dir / "generators")
+                if spec.selection(scope, dataset, self.project.selection(dataset, scope)).users != []
+                and self.graph.has(AssetKey([dataset, f"synthetic_{spec.name}"]))]
+
     def synthetic_keys(self, dataset: str, generator: str | None) -> list[AssetKey]:
-        """`DS/synthetic_GEN` of one generator, or of every generator the project's scope builds
-        (declarations whose scope names no users, such as ablations or GPU-only ones, are left out)."""
-        if generator is None:
-            from bgen_assets.generators import load_generator_specs
+        names = self.generator_names(dataset) if generator is None else [generator]
+        return [key for key in (AssetKey([dataset, f"synthetic_{name}"]) for name in names) if self.graph.has(key)]
 
-            selection = self.project.selection(dataset)
-            names = [spec.name for spec in load_generator_specs()
-                     if spec.selection(self.project.scope, dataset, selection).users != []]
-        else:
-            names = [generator]
-        keys = [AssetKey([dataset, f"synthetic_{name}"]) for name in names]
-        return [key for key in keys if self.graph.has(key)]
-
-    def materialize_segments(self, dataset: str, user: str) -> int:
-        """The user's weekly segments partition, if stale or missing; returns 1 if it ran."""
+    def build_segments(self, dataset: str, user_ids: list[str] | None) -> int:
+        """The users' weekly segments where missing or stale, in as few runs as registration order
+        allows (one when every user is stale). Returns how many users were rebuilt."""
+        stale = set(stale_users(self.warehouse, dataset, user_ids))
+        order = self.instance.get_dynamic_partitions(users(dataset).name)
+        runs: list[list[str]] = []
+        for position, user in enumerate(order):
+            if user in stale:
+                if runs and order[position - 1] == runs[-1][-1]:
+                    runs[-1].append(user)
+                else:
+                    runs.append([user])
         segments = AssetKey([dataset, "weekly_segments"])
-        stale = self.stale_or_missing(segments, [user])
-        if stale:
-            self._materialize([segments], partition_key=user)
+        self.execute(f"{dataset} weekly segments", [RunRequest((segments,), (run[0], run[-1]), len(run)) for run in runs])
         return len(stale)
 
-    def fit_generators(self, dataset: str, generator: str | None = None) -> list[AssetKey]:
-        """The dataset's fitted generator models (`DS/NAME_model`) where stale or missing."""
-        fitted = [parent for key in self.synthetic_keys(dataset, generator) for parent in self.graph.get(key).parent_keys
-                  if self.graph.get(parent).group_name == SYNTHETIC_GROUP]
-        return self._rebuild_outdated(fitted)
+    def fit_generators(self, dataset: str, generators: list[str]) -> list[AssetKey]:
+        """The generators' fitted models (`DS/NAME_model`) where stale or missing, side by side."""
+        fitted = [AssetKey([dataset, f"{name}_model"]) for name in generators]
+        return self._rebuild_outdated(f"{dataset} fit generators", [k for k in fitted if self.graph.has(k)],
+                                      independent=True)
+
+    def generate(self, dataset: str, generator: str, user_ids: list[str] | None, max_weeks: int | None) -> int:
+        """The generator's stale or missing (user, week) partitions of the given users (None: all),
+        their first `max_weeks` real weeks. Returns how many user-weeks were generated."""
+        from bgen_assets.generators import load_generator_specs
+
+        spec = next(s for s in load_generator_specs(self.catalog.models_dir / "generators") if s.name == generator)
+        table = f"synthetic_{generator}"
+        prefix = input_version_prefix(self.instance, generator_code_version(spec), synthetic_inputs(dataset, spec))
+        status = user_week_status(self.warehouse, dataset, f"{table}_log", prefix, user_ids, max_weeks)
+        stale = int(status["stale"].sum())
+        if not stale:
+            return 0
+        per_run = max(25, -(-stale // (4 * self.workers)))  # several runs per worker: progress and balance
+        blocks = partition_blocks(status, self.instance.get_dynamic_partitions(users(dataset).name),
+                                  self.instance.get_dynamic_partitions(weeks(dataset).name), per_run)
+        key = AssetKey([dataset, table])
+        self.execute(f"{dataset} {generator}", [RunRequest((key,), block.range, block.user_weeks) for block in blocks])
+        return stale
+
+    def check_shared_built(self, dataset: str, generators: list[str]) -> None:
+        upstream = {AssetKey([dataset, name]) for name in ("event_splits", "profiles", "vocabulary")}
+        missing = sorted(key.to_user_string() for key in upstream if self.graph.has(key) and self.stale_or_missing(key))
+        if missing:
+            raise RunFailed(f"shared assets missing or stale: {', '.join(missing)}; build them first with `bgen build`")
 
     def materialize_user(
         self, dataset: str, user: str, generator: str | None = None, max_weeks: int | None = None
@@ -160,22 +335,12 @@ class Runner:
         Returns how many partitions each asset materialised (0 everywhere = already up to date)."""
         if user not in self.instance.get_dynamic_partitions(users(dataset).name):
             raise RunFailed(f"unknown user {user!r} of dataset {dataset!r} (is {dataset}/raw_events materialised?)")
-        targets = self.synthetic_keys(dataset, generator)
-        upstream = {parent for key in targets for parent in self.graph.get(key).parent_keys
-                    if not self.graph.get(parent).is_partitioned and self.graph.get(parent).group_name != SYNTHETIC_GROUP}
-        upstream |= {AssetKey([dataset, name]) for name in ("event_splits", "profiles")}
-        missing = sorted(key.to_user_string() for key in upstream if self.stale_or_missing(key, [None]))
-        if missing:
-            raise RunFailed(f"shared assets missing or stale: {', '.join(missing)}; build them first with `bgen build`")
-        done = {key.to_user_string(): 1 for key in self.fit_generators(dataset, generator)}
-        done[f"{dataset}/weekly_segments"] = self.materialize_segments(dataset, user)
-        weeks = self.user_weeks(dataset, user)[:max_weeks]
-        for key in targets:
-            pending = self.stale_or_missing(key, [f"{user}|{week}" for week in weeks])
-            if pending:
-                self._materialize([key], tags={ASSET_PARTITION_RANGE_START_TAG: pending[0],
-                                               ASSET_PARTITION_RANGE_END_TAG: pending[-1]})
-            done[key.to_user_string()] = len(pending)
+        generators = self.generator_names(dataset) if generator is None else [generator]
+        self.check_shared_built(dataset, generators)
+        done = {key.to_user_string(): 1 for key in self.fit_generators(dataset, generators)}
+        done[f"{dataset}/weekly_segments"] = self.build_segments(dataset, [user])
+        for name in generators:
+            done[f"{dataset}/synthetic_{name}"] = self.generate(dataset, name, [user], max_weeks)
         return done
 
     def evaluate_generators(self, dataset: str, generators: list[str]) -> dict[str, tuple[bool, str]]:
@@ -183,15 +348,21 @@ class Runner:
         each generator's privacy-gate verdict (passed, reason). A failed gate is an outcome here,
         not an error: that generator is simply not trained on."""
         keys = [AssetKey([dataset, f"{table}_{generator}"]) for generator in generators for table in EVALUATION_TABLES]
-        self._rebuild_outdated(keys, tolerated_checks=(GATE_CHECK,))
+        self._rebuild_outdated(f"{dataset} evaluate", keys, tolerated_checks=(GATE_CHECK,), independent=True)
         return {generator: gate_verdict(self.warehouse, dataset, generator) for generator in generators}
 
     def train_experiments(self, dataset: str, experiments: list, usable: list[str]) -> list[AssetKey]:
-        """The experiments' predictors on real data and with each usable generator, then the
-        dataset's result tables and report, where stale or missing."""
-        keys = [AssetKey([dataset, f"{spec.name}_real"]) for spec in experiments]
-        for spec in experiments:
-            keys += [AssetKey([dataset, name]) for generator in spec.generators if generator in usable
-                     for name in (f"training_set_{generator}", f"{spec.name}_with_{generator}")]
-        keys += [AssetKey([dataset, name]) for name in DATASET_SUMMARIES]
-        return self._rebuild_outdated(list(dict.fromkeys(keys)))
+        """The experiments' predictors on real data and with each usable generator, where stale or
+        missing: real-data predictors and training sets first (the generator ones start from them),
+        then the generators' side by side."""
+        real = [AssetKey([dataset, f"{spec.name}_real"]) for spec in experiments]
+        training_sets = [AssetKey([dataset, f"training_set_{g}"]) for spec in experiments for g in spec.generators if g in usable]
+        with_generators = [AssetKey([dataset, f"{spec.name}_with_{g}"]) for spec in experiments
+                           for g in spec.generators if g in usable]
+        rebuilt = self._rebuild_outdated(f"{dataset} train on real", real + list(dict.fromkeys(training_sets)), independent=True)
+        return rebuilt + self._rebuild_outdated(f"{dataset} train with generators", with_generators, independent=True)
+
+    def build_summaries(self, dataset: str) -> list[AssetKey]:
+        """The dataset's result tables and report, from whatever has been trained and evaluated."""
+        return self._rebuild_outdated(f"{dataset} results and report",
+                                      [AssetKey([dataset, name]) for name in DATASET_SUMMARIES])

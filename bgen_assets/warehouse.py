@@ -1,12 +1,15 @@
 """The DuckDB warehouse: short-lived connections, atomic writes, content hashes.
 
-DuckDB allows one writing process per file, so every connection is opened for one
-quick unit of work and retried briefly when another process holds the lock; writers
-also share the Dagster pool `duckdb` (limit 1 in dagster.yaml).
+DuckDB allows one process per file to hold it open for writing, so every connection is opened
+for one quick unit of work under an exclusive `flock` on a lock file beside the warehouse:
+processes queue for the file instead of failing, and the kernel releases the lock when its
+holder dies (even by SIGKILL), so a killed run never leaves a claimed slot behind. Callers
+compute outside `connect()` (LLM calls, fits, training) and hold it only to read or write.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from pathlib import Path
 from collections.abc import Iterator, Sequence
@@ -16,9 +19,6 @@ import duckdb
 import pandas as pd
 from dagster import ConfigurableResource
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
-
-DUCKDB_POOL = "duckdb"
-
 
 def _is_lock_conflict(error: BaseException) -> bool:
     return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
@@ -46,11 +46,13 @@ class Warehouse(ConfigurableResource):
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(self.path, read_only)
-        try:
-            yield connection
-        finally:
-            connection.close()
+        with open(f"{self.path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by close, or by the kernel when the holder dies
+            connection = _connect(self.path, read_only)
+            try:
+                yield connection
+            finally:
+                connection.close()
 
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
         with self.connect() as con:
@@ -65,22 +67,26 @@ class Warehouse(ConfigurableResource):
             con.execute(f"CREATE OR REPLACE TABLE {quoted(schema, table)} AS SELECT * FROM incoming")
             con.execute("COMMIT")
 
-    def replace_partitions(
-        self, schema: str, frames: dict[str, pd.DataFrame], partitions: Sequence[dict[str, str]]
-    ) -> None:
-        """Replace the rows of the given partitions (column -> value) in each table, in one transaction."""
+    def replace_partitions(self, schema: str, frames: dict[str, pd.DataFrame], partitions: pd.DataFrame) -> None:
+        """Replace the rows of the given partitions (one row per partition, its key columns) in
+        each table, in one transaction."""
+        keys = " AND ".join(f't."{column}" = p."{column}"' for column in partitions.columns)
         with self.connect() as con:
             con.execute("BEGIN")
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            con.register("partitions", partitions)
             for table, frame in frames.items():
                 con.register("incoming", frame)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {quoted(schema, table)} AS SELECT * FROM incoming LIMIT 0")
-                for where in partitions:
-                    condition = " AND ".join(f'"{column}" = ?' for column in where)
-                    con.execute(f"DELETE FROM {quoted(schema, table)} WHERE {condition}", list(where.values()))
-                con.execute(f"INSERT INTO {quoted(schema, table)} SELECT * FROM incoming")
+                con.execute(f"DELETE FROM {quoted(schema, table)} t USING partitions p WHERE {keys}")
+                con.execute(f"INSERT INTO {quoted(schema, table)} BY NAME SELECT * FROM incoming")
                 con.unregister("incoming")
             con.execute("COMMIT")
+
+
+def table_exists(warehouse: Warehouse, schema: str, table: str) -> bool:
+    return bool(warehouse.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = ? "
+                                "AND table_name = ?", [schema, table])["n"].iloc[0])
 
 
 def frame_fingerprint(frame: pd.DataFrame) -> str:

@@ -16,7 +16,7 @@ from dagster import instance_for_test
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
-from bgen_assets.runs import Runner
+from bgen_assets.runs import Runner, instance_settings
 
 SHARED_DATA = Path(os.environ.get("BGEN_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
 TOKYO_USERS = ["1004", "1032", "107", "1172", "1184", "638"]
@@ -69,8 +69,7 @@ def fixture_data(tmp_path_factory) -> Path:
 def project_instance(folder: Path):
     """A temporary Dagster instance with the repository's dagster.yaml settings."""
     folder.mkdir(parents=True, exist_ok=True)
-    settings = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
-    with instance_for_test(temp_dir=str(folder), overrides=settings) as instance:
+    with instance_for_test(temp_dir=str(folder), overrides=instance_settings(folder)) as instance:
         yield instance
 
 

@@ -31,7 +31,7 @@ from bgen_assets.config import Project
 from bgen_assets.evaluation import fidelity, gate, plots, privacy
 from bgen_assets.generators import GeneratorSpec
 from bgen_assets.schemas import table_schema, validate
-from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 
 EVALUATION_GROUP = "evaluation"
 EVALUATION_TABLES = ("fidelity", "privacy")  # their schemas in models/schema.yml
@@ -49,7 +49,7 @@ def evaluation_code_version(*settings: str) -> str:
 
 def read_table(warehouse: Warehouse, dataset: str, table: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
     """The whole table, or an empty frame of its schema while no partition has been written."""
-    if not gate.table_exists(warehouse, dataset, table):
+    if not table_exists(warehouse, dataset, table):
         return validate(schema, pd.DataFrame(columns=list(schema.columns)))
     return warehouse.query(f'SELECT * FROM "{dataset}"."{table}"')
 
@@ -80,7 +80,6 @@ def fidelity_asset(project: Project, catalog: Catalog, dataset: str, spec: Gener
         key=[dataset, table_name],
         deps=evaluation_deps(dataset, spec),
         group_name=EVALUATION_GROUP,
-        pool=DUCKDB_POOL,
         description=f"Fidelity of `{dataset}/synthetic_{spec.name}` to the real weeks it stands in for (KS p-values, "
         "BLEU, Bhattacharyya distance, Jensen-Shannon divergence, Pass@1): all generated users, and each user.",
         code_version=evaluation_code_version(str(project.slot_minutes)),
@@ -120,7 +119,6 @@ def privacy_asset(project: Project, catalog: Catalog, dataset: str, spec: Genera
         key=[dataset, table_name],
         deps=evaluation_deps(dataset, spec),
         group_name=EVALUATION_GROUP,
-        pool=DUCKDB_POOL,
         description=f"Privacy of `{dataset}/synthetic_{spec.name}`: overlap of each synthetic week with its most "
         "similar real weeks, membership-inference accuracy, per-user epsilon estimate, and the privacy gate's verdict.",
         code_version=evaluation_code_version(str(project.slot_minutes), thresholds.model_dump_json()),

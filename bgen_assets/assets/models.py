@@ -7,7 +7,7 @@ import pandas as pd
 from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
 
 from bgen_assets.catalog import Catalog, Relation, SqlModel
-from bgen_assets.warehouse import DUCKDB_POOL, Warehouse
+from bgen_assets.warehouse import Warehouse
 
 SEED_GROUP = "seeds"
 MODEL_GROUP = "models"
@@ -45,7 +45,6 @@ def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
     @asset(
         key=relation.key_path,
         group_name=SEED_GROUP,
-        pool=DUCKDB_POOL,
         description=doc.get("description", f"Seed {path.name}"),
         code_version=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
         metadata={"path": MetadataValue.path(str(path)), **column_schema(catalog, f"seeds/{relation.name}")},
@@ -68,7 +67,6 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
         key=relation.key_path,
         deps=[AssetKey(ref.key_path) for ref in model.refs],
         group_name=MODEL_GROUP,
-        pool=DUCKDB_POOL,
         description=doc.get("description", f"SQL model {model.path.name}"),
         code_version=model.code_version,
         metadata={

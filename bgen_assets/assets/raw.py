@@ -17,7 +17,7 @@ from dagster import (
 from bgen_assets.config import Project
 from bgen_assets.partitions import users, weeks
 from bgen_assets.sources import load_events, load_lookup, locate, sha256_of
-from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+from bgen_assets.warehouse import Warehouse, frame_fingerprint
 
 RAW_GROUP = "raw"
 
@@ -52,7 +52,6 @@ def raw_event_asset(project: Project, dataset: str) -> AssetsDefinition:
         key=[dataset, "raw_events"],
         deps=[AssetKey([dataset, "events_file"])],
         group_name=RAW_GROUP,
-        pool=DUCKDB_POOL,
         description=f"{project.datasets[dataset].description} Read from `{source.file}`, columns mapped "
         "to canonical fields; registers the dataset's user and week partitions.",
         code_version="1",
@@ -84,7 +83,6 @@ def raw_lookup_asset(project: Project, dataset: str, name: str) -> AssetsDefinit
         key=[dataset, f"raw_{name}"],
         deps=[AssetKey([dataset, f"{name}_file"])],
         group_name=RAW_GROUP,
-        pool=DUCKDB_POOL,
         description=f"Lookup table `{source.file}` of dataset {dataset}, loaded as text columns.",
         code_version="1",
         kinds={"duckdb"},

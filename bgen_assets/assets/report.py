@@ -11,11 +11,10 @@ from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, 
 from bgen_assets.assets.evaluation import EVALUATION_GROUP, EVALUATION_TABLES
 from bgen_assets.config import Project
 from bgen_assets.evaluation import plots
-from bgen_assets.evaluation.gate import table_exists
 from bgen_assets.generators import GeneratorSpec
 from bgen_assets.report import SOURCE_FILES, figure_pngs, render
 from bgen_assets.tracking import MlflowTracking
-from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -31,7 +30,6 @@ def report_asset(project: Project, dataset: str, specs: list[GeneratorSpec]) -> 
         key=[dataset, "report"],
         deps=[AssetKey([dataset, name]) for name in ("utility_results", *evaluations)],
         group_name=EVALUATION_GROUP,
-        pool=DUCKDB_POOL,
         description="The dataset's HTML report: utility Tables 1-3, the BehaviorGen ablation (Table 4), fidelity, "
         "privacy and the gate's verdicts, generation costs and plots, over every generator built so far.",
         code_version=hashlib.sha256(b"".join(path.read_bytes() for path in SOURCE_FILES)).hexdigest()[:12],

@@ -27,7 +27,8 @@ from bgen_assets.generators import LOG_DEFAULTS, GenerationContext, GeneratorSpe
 from bgen_assets.llm import EventVocabulary
 from bgen_assets.partitions import USER, WEEK, user_weeks
 from bgen_assets.schemas import table_schema, validate
-from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+from bgen_assets.staleness import input_version, input_version_prefix
+from bgen_assets.warehouse import Warehouse, frame_fingerprint
 
 SYNTHETIC_GROUP = "synthetic"
 
@@ -54,7 +55,6 @@ def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDe
         key=[dataset, f"{spec.name}_model"],
         deps=[AssetKey([dataset, name]) for name in ("events", "user_split", *(["profiles"] if profiled else []))],
         group_name=SYNTHETIC_GROUP,
-        pool=DUCKDB_POOL,
         description=f"Generator `{spec.name}` fitted on the population users. {spec.description}",
         code_version=generator_code_version(spec),
         kinds={"duckdb", "python"},
@@ -137,10 +137,9 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
     log_schema = table_schema(catalog, "generation_log")
     deps = [AssetDep(AssetKey([dataset, "weekly_segments"]),  # its data version covers the user's profile too
                      partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER))]
-    if kind.NEEDS_VOCABULARY:  # prompts and validation use the dataset's vocabulary table
-        deps.append(AssetDep(AssetKey([dataset, "vocabulary"])))
-    if spec.needs_fit:
-        deps.append(AssetDep(AssetKey([dataset, f"{spec.name}_model"])))
+    inputs = synthetic_inputs(dataset, spec)
+    deps += [AssetDep(key) for key in inputs]
+    code_version = generator_code_version(spec)
 
     @asset(
         key=[dataset, table_name],
@@ -148,11 +147,10 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         partitions_def=user_weeks(dataset),
         backfill_policy=BackfillPolicy.single_run(),
         group_name=SYNTHETIC_GROUP,
-        pool=DUCKDB_POOL,
         description=f"Synthetic events from generator `{spec.name}` ({spec.kind}); partition (user, week) "
         f"is the week generated from that user's real week. Per user-week accounting in "
         f"`{dataset}.{table_name}_log`. {spec.description}",
-        code_version=generator_code_version(spec),
+        code_version=code_version,
         kinds={"duckdb", "python"},
     )
     def synthetic(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
@@ -160,6 +158,10 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         requested = [(key[USER], key[WEEK]) for key in keys]
         model = kind.from_table(warehouse.query(f'SELECT * FROM "{dataset}"."{spec.name}_model"')) if spec.needs_fit else None
         users = sorted({user for user, _ in requested})
+        prefix = input_version_prefix(context.instance, code_version, inputs)
+        segment_versions = dict(warehouse.query(
+            f'SELECT user_id, version FROM "{dataset}".weekly_segments_versions WHERE list_contains(?, user_id)', [users]
+        ).itertuples(index=False))
         histories = dict(tuple(warehouse.query(
             f'SELECT * FROM "{dataset}".weekly_segments WHERE list_contains(?, user_id) ORDER BY user_id, ts', [users]
         ).groupby("user_id")))
@@ -186,11 +188,12 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         generated = validate(schema, generated[list(schema.columns)])
         log = pd.DataFrame([
             {"user_id": task.user, "week": task.week, "generator": spec.name, "status": result.status,
-             "n_events": len(result.events), **LOG_DEFAULTS, **result.log}
+             "n_events": len(result.events), **LOG_DEFAULTS, **result.log,
+             "input_version": input_version(prefix, segment_versions[task.user])}
             for task, result in zip(tasks, results)
         ], columns=list(log_schema.columns))
         log = validate(log_schema, log)
-        partitions = [{"user_id": user, "week": week} for user, week in requested]
+        partitions = pd.DataFrame(requested, columns=["user_id", "week"])
         warehouse.replace_partitions(dataset, {table_name: generated, f"{table_name}_log": log}, partitions)
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(generated)),
@@ -207,6 +210,12 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         )
 
     return synthetic
+
+
+def synthetic_inputs(dataset: str, spec: GeneratorSpec) -> list[AssetKey]:
+    """The unpartitioned assets a synthetic table is generated from, besides the users' segments."""
+    inputs = [AssetKey([dataset, "vocabulary"])] if generator_kind(spec.kind).NEEDS_VOCABULARY else []
+    return inputs + ([AssetKey([dataset, f"{spec.name}_model"])] if spec.needs_fit else [])
 
 
 def generator_assets(project: Project, catalog: Catalog, dataset: str, spec: GeneratorSpec) -> list[AssetsDefinition]:

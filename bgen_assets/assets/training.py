@@ -20,7 +20,7 @@ from dagster import AssetDep, AssetKey, AssetsDefinition, DataVersion, Materiali
 from bgen_assets.assets.models import table_fingerprint
 from bgen_assets.catalog import Catalog, Relation
 from bgen_assets.config import Project
-from bgen_assets.evaluation.gate import gate_verdict, table_exists
+from bgen_assets.evaluation.gate import gate_verdict
 from bgen_assets.experiments import (
     ExperimentSpec,
     Scorer,
@@ -33,7 +33,7 @@ from bgen_assets.predictors import TrainedPredictor, fit, metrics
 from bgen_assets.results import TABLES, markdown, utility_tables
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.tracking import MlflowTracking, TrainingRun
-from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 
 TRAINING_GROUP = "training"
 
@@ -145,7 +145,6 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
         key=[dataset, f"{spec.name}_real"],
         deps=[AssetKey([dataset, "event_splits"])],
         group_name=TRAINING_GROUP,
-        pool=DUCKDB_POOL,
         description=f"Experiment `{spec.name}` ({spec.backbone}, individual stage {spec.individual_stage}) on real "
         f"data only: the population model, and per-user fine-tunes on real and on limited real events. {spec.description}",
         code_version=spec.model_dump_json() + project.scope,
@@ -177,7 +176,6 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         key=[dataset, f"{spec.name}_with_{generator}"],
         deps=[AssetDep(AssetKey([dataset, f"{spec.name}_real"])), AssetDep(training_set)],
         group_name=TRAINING_GROUP,
-        pool=DUCKDB_POOL,
         description=f"Experiment `{spec.name}` with generator `{generator}`: pretraining augmentation, fine-tuning "
         "replacement and fine-tuning augmentation, from its privacy-gated training set.",
         code_version=spec.model_dump_json() + project.scope,
@@ -219,7 +217,6 @@ def utility_results_asset(project: Project, catalog: Catalog, dataset: str, spec
         key=[dataset, "utility_results"],
         deps=[AssetKey([dataset, table]) for table in score_tables],
         group_name=TRAINING_GROUP,
-        pool=DUCKDB_POOL,
         description="The paper's Tables 1-3 (pretraining augmentation, fine-tuning replacement, fine-tuning "
         "augmentation) over every experiment built so far, as Markdown metadata and CSV files under "
         "STATE/reports/DS/; the table holds all pooled and per-user scores.",

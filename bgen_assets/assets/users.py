@@ -10,6 +10,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    BackfillPolicy,
     DataVersion,
     MaterializeResult,
     asset,
@@ -18,7 +19,7 @@ from dagster import (
 from bgen_assets.config import Project
 from bgen_assets.partitions import users
 from bgen_assets.sources import RawDataError, file_line, load_lookup, locate, require_columns
-from bgen_assets.warehouse import DUCKDB_POOL, Warehouse, frame_fingerprint
+from bgen_assets.warehouse import Warehouse, frame_fingerprint
 
 USERS_GROUP = "users"
 PROFILE_ATTRIBUTES = ["age_group", "education", "gender", "consumption_level", "occupation"]
@@ -39,7 +40,6 @@ def user_split_asset(project: Project, dataset: str) -> AssetsDefinition:
         key=[dataset, "user_split"],
         deps=[AssetKey([dataset, "events"])],
         group_name=USERS_GROUP,
-        pool=DUCKDB_POOL,
         description=f"Population vs individual users ({project.split.population_share:.0%} population, seed {project.split.seed}).",
         code_version="1",
         kinds={"duckdb"},
@@ -111,7 +111,6 @@ def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
         key=[dataset, "profiles"],
         deps=deps,
         group_name=USERS_GROUP,
-        pool=DUCKDB_POOL,
         description="Profiles with the paper's five attributes: "
         + (f"from the profile file `{project.datasets[dataset].sources[profile_source].file}`, "
            f"{inferred} where it is silent." if profile_source else f"{inferred} (no profile file declared)."),
@@ -137,34 +136,60 @@ def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
     return profiles
 
 
+SEGMENTS_CODE_VERSION = "3"
+
+
+def segment_rows_sql(dataset: str) -> str:
+    """Every user's events with their calendar week, week number and experiment part."""
+    return f"""SELECT user_id, week, (dense_rank() OVER (PARTITION BY user_id ORDER BY week) - 1)::BIGINT AS week_index,
+                      ts, weekday::BIGINT AS weekday, time_slot::BIGINT AS time_slot, location, intent, part
+               FROM "{dataset}".event_splits"""
+
+
+def segment_versions_sql(dataset: str) -> str:
+    """Each user's segments version: a hash of the code version, the user's rows and profile.
+    The same SQL decides what is stale (current versions) and what is recorded when built."""
+    return f"""WITH rows AS ({segment_rows_sql(dataset)}),
+               hashed AS (SELECT user_id, md5(string_agg(concat_ws(chr(31), week, week_index, ts, weekday, time_slot,
+                                 location, intent, part), chr(30) ORDER BY ts, location)) AS events_hash
+                          FROM rows GROUP BY user_id)
+               SELECT h.user_id, md5(concat_ws('|', '{SEGMENTS_CODE_VERSION}', h.events_hash, md5(p::VARCHAR))) AS version
+               FROM hashed h LEFT JOIN "{dataset}".profiles p USING (user_id)"""
+
+
 def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
     @asset(
         key=[dataset, "weekly_segments"],
         deps=[AssetKey([dataset, name]) for name in ("event_splits", "profiles")],
         partitions_def=users(dataset),
+        backfill_policy=BackfillPolicy.single_run(),
         group_name=USERS_GROUP,
-        pool=DUCKDB_POOL,
-        description="One user's events labelled with their calendar week (the generation unit) and their "
-        "experiment part. Its data version hashes the user's events, parts and profile, so a change to "
-        "one user makes only that user's synthetic partitions stale.",
-        code_version="2",
+        description="Users' events labelled with their calendar week (the generation unit) and their "
+        "experiment part, one partition per user. Each user's version (a hash of the user's events, parts "
+        f"and profile) is kept in `{dataset}.weekly_segments_versions`, so a change to one user makes only "
+        "that user's synthetic partitions stale.",
+        code_version=SEGMENTS_CODE_VERSION,
         kinds={"duckdb"},
     )
     def weekly_segments(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
-        user = context.partition_key
-        segments = warehouse.query(
-            f"""SELECT user_id, week, (dense_rank() OVER (ORDER BY week) - 1)::BIGINT AS week_index,
-                       ts, weekday::BIGINT AS weekday, time_slot::BIGINT AS time_slot, location, intent, part
-                FROM "{dataset}".event_splits WHERE user_id = ? ORDER BY ts, location""",
-            [user],
-        )
-        profile = warehouse.query(f'SELECT * FROM "{dataset}".profiles WHERE user_id = ?', [user])
-        warehouse.replace_partitions(dataset, {"weekly_segments": segments}, [{"user_id": user}])
-        version = frame_fingerprint(segments) + frame_fingerprint(profile)[:8]
+        requested = pd.DataFrame({"user_id": list(context.partition_keys)})
+        with warehouse.connect() as con:  # one short transaction: the SQL reads and writes the partitions
+            con.register("requested", requested)
+            con.execute("BEGIN")
+            for table, sql in (("weekly_segments", segment_rows_sql(dataset)),
+                               ("weekly_segments_versions", segment_versions_sql(dataset))):
+                selected = f"SELECT * FROM ({sql}) WHERE user_id IN (SELECT user_id FROM requested)"
+                con.execute(f'CREATE TABLE IF NOT EXISTS "{dataset}"."{table}" AS {selected} LIMIT 0')
+                con.execute(f'DELETE FROM "{dataset}"."{table}" WHERE user_id IN (SELECT user_id FROM requested)')
+                con.execute(f'INSERT INTO "{dataset}"."{table}" {selected}')
+            versions = con.execute(f'SELECT user_id, version FROM "{dataset}".weekly_segments_versions '
+                                   "WHERE user_id IN (SELECT user_id FROM requested) ORDER BY user_id").df()
+            rows = con.execute(f'SELECT count(*) FROM "{dataset}".weekly_segments '
+                               "WHERE user_id IN (SELECT user_id FROM requested)").fetchone()[0]
+            con.execute("COMMIT")
         return MaterializeResult(
-            data_version=DataVersion(version),
-            metadata={"dagster/row_count": len(segments), "weeks": int(segments["week"].nunique()),
-                      "parts": segments["part"].value_counts().to_dict()},
+            data_version=DataVersion(frame_fingerprint(versions)),
+            metadata={"dagster/row_count": int(rows), "users": len(requested)},
         )
 
     return weekly_segments

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from bgen_assets.config import PrivacyGate
-from bgen_assets.warehouse import Warehouse
+from bgen_assets.warehouse import Warehouse, table_exists
 
 
 def judge(summary: dict, gate: PrivacyGate) -> tuple[bool, str]:
@@ -27,11 +27,6 @@ def judge(summary: dict, gate: PrivacyGate) -> tuple[bool, str]:
     if failures:
         return False, "privacy gate failed: " + "; ".join(failures)
     return True, f"privacy gate passed: {share_text}; {attack_text}"
-
-
-def table_exists(warehouse: Warehouse, schema: str, table: str) -> bool:
-    return bool(warehouse.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = ? "
-                                "AND table_name = ?", [schema, table])["n"].iloc[0])
 
 
 def synthetic_fingerprint(warehouse: Warehouse, dataset: str, generator: str) -> str:

@@ -1,0 +1,56 @@
+"""Running independent Dagster runs side by side in worker processes.
+
+`bgen run --workers N` hands each batch of independent runs (blocks of synthetic partitions,
+generators' fits, evaluations, experiments) to N spawned processes, each holding the project's
+definitions and the same Dagster instance. They share only the warehouse's short locked reads and
+writes (bgen_assets/warehouse.py), so an LLM call, a fit or an epoch in one never holds up another.
+Stopping (Ctrl-C, SIGTERM) terminates the workers: a run cut short leaves no partial partition
+(writes are single transactions) and claims nothing a later command would wait for.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator
+
+_runner = None  # the worker process's Runner
+
+
+def _start_worker(project, models_dir, instance_ref, threads: int) -> None:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)   # before torch is imported: N workers share the cores
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    from dagster import DagsterInstance
+
+    from bgen_assets.catalog import Catalog
+    from bgen_assets.definitions import build_definitions
+    from bgen_assets.runs import Runner
+
+    global _runner
+    _runner = Runner(project, build_definitions(project, Catalog(project, models_dir)),
+                     DagsterInstance.from_ref(instance_ref), Catalog(project, models_dir))
+
+
+def _run(request):
+    return _runner.materialize_request(request)
+
+
+def run_requests(runner, requests: list) -> Iterator:
+    """Each request's outcome as it completes (in this process when one worker suffices)."""
+    if runner.workers <= 1 or len(requests) <= 1:
+        for request in requests:
+            yield runner.materialize_request(request)
+        return
+    workers = min(runner.workers, len(requests))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(workers, _start_worker,
+                        (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads))
+    try:
+        yield from pool.imap_unordered(_run, requests)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
