@@ -88,7 +88,7 @@ def run_scope(runner, datasets: list[str], generators: list[str] | None, experim
 
     scope = runner.project.scope
     if "generate" in stages:
-        rebuilt = runner.build_shared()
+        rebuilt = runner.build_shared(datasets)
         console.print(f"shared assets rebuilt: {', '.join(k.to_user_string() for k in rebuilt) or 'none, all up to date'}")
     experiment_specs = [spec for spec in load_experiment_specs(runner.catalog.models_dir / "experiments")
                         if spec.scoped(scope).build and (experiments is None or spec.name in experiments)]
@@ -104,7 +104,7 @@ def run_scope(runner, datasets: list[str], generators: list[str] | None, experim
                 chosen = specs[name].selection(scope, dataset, selection)
                 generated = runner.generate(dataset, name, chosen.users, chosen.max_weeks_per_user)
                 console.print(f"{dataset}/synthetic_{name}: {generated:,} user-week(s) generated")
-        usable = names
+        usable, mark = names, len(runner.stages)
         if "evaluate" in stages or "train" in stages:
             verdicts = runner.evaluate_generators(dataset, names)
             for generator, (passed, reason) in verdicts.items():
@@ -115,6 +115,9 @@ def run_scope(runner, datasets: list[str], generators: list[str] | None, experim
             runner.train_experiments(dataset, experiment_specs, usable)
         if "report" in stages:
             runner.build_summaries(dataset)
+        rebuilt = [key.to_user_string() for stage in runner.stages[mark:] for outcome in stage.outcomes
+                   for key in outcome.request.keys]
+        console.print(f"{dataset}: evaluated {len(names)} generators, rebuilt {', '.join(rebuilt) or 'nothing'}")
 
 
 def cmd_run(args) -> None:

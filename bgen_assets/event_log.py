@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection
 
@@ -59,10 +59,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def has_table(self, table_name: str) -> bool:
         """Asked on every stored event; a table, once there, stays (Dagster asks with a new engine)."""
-        if table_name not in self._tables_present:
-            with self._connect(INDEX_SHARD_NAME) as connection:
-                if connection.dialect.has_table(connection, table_name):
-                    self._tables_present.add(table_name)
+        if table_name not in self._tables_present and super().has_table(table_name):
+            self._tables_present.add(table_name)  # asked inside _connect: must not take its lock
         return table_name in self._tables_present
 
     def dispose(self) -> None:

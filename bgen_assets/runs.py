@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from dagster import AssetCheckSeverity, AssetKey, AssetSelection, DagsterInstance, DagsterRunStatus, Definitions, \
@@ -226,19 +227,21 @@ class Runner:
         `keys`: one run, or one run each when `independent` (none depends on another)."""
         outdated = [key for key in keys if self.stale_or_missing(key)]
         if outdated:
-            groups = [(key,) for key in outdated] if independent else [tuple(dict.fromkeys(
-                AssetSelection.assets(*outdated).downstream().resolve(self.graph)) & set(keys))]
+            groups = [(key,) for key in outdated] if independent else [tuple(
+                key for key in keys if key in AssetSelection.assets(*outdated).downstream().resolve(self.graph))]
             self.execute(stage, [RunRequest(tuple(g), None, len(g), tolerated_checks) for g in groups])
         return outdated
 
-    def build_shared(self) -> list[AssetKey]:
-        """Observe the source files, then rebuild the shared (unpartitioned) assets that every
-        generator starts from, where stale or missing. Fitted generators and everything built
-        from synthetic data are built for the generators a run asks for. Returns what was outdated."""
+    def build_shared(self, datasets: Iterable[str] | None = None) -> list[AssetKey]:
+        """Observe the datasets' source files (default: all), then rebuild the shared
+        (unpartitioned) assets that every generator starts from, where stale or missing. Fitted
+        generators and everything built from synthetic data are built for the generators a run
+        asks for. Returns what was outdated."""
+        datasets = list(datasets or self.project.datasets)
         graph = self.graph
-        observed = [key for key in graph.get_all_asset_keys() if graph.get(key).is_observable]
+        observed = [key for key in graph.get_all_asset_keys() if graph.get(key).is_observable and key.path[0] in datasets]
         self.execute("observe sources", [RunRequest(tuple(observed))])
-        return self._rebuild_outdated("shared assets", self.shared_keys())
+        return self._rebuild_outdated("shared assets", self.shared_keys(datasets))
 
     def shared_keys(self, datasets: Iterable[str] | None = None) -> list[AssetKey]:
         """The unpartitioned assets not built from a generator and not trained or evaluated
@@ -301,22 +304,27 @@ class Runner:
         return self._rebuild_outdated(f"{dataset} fit generators", [k for k in fitted if self.graph.has(k)],
                                       independent=True)
 
-    def generate(self, dataset: str, generator: str, user_ids: list[str] | None, max_weeks: int | None) -> int:
-        """The generator's stale or missing (user, week) partitions of the given users (None: all),
-        their first `max_weeks` real weeks. Returns how many user-weeks were generated."""
+    def synthetic_status(self, dataset: str, generator: str, user_ids: list[str] | None,
+                         max_weeks: int | None) -> pd.DataFrame:
+        """The generator's user-weeks of the given users (None: all) with `wanted` and `stale`
+        (bgen_assets/staleness.py), decided in one query."""
         from bgen_assets.generators import load_generator_specs
 
         spec = next(s for s in load_generator_specs(self.catalog.models_dir / "generators") if s.name == generator)
-        table = f"synthetic_{generator}"
         prefix = input_version_prefix(self.instance, generator_code_version(spec), synthetic_inputs(dataset, spec))
-        status = user_week_status(self.warehouse, dataset, f"{table}_log", prefix, user_ids, max_weeks)
+        return user_week_status(self.warehouse, dataset, f"synthetic_{generator}_log", prefix, user_ids, max_weeks)
+
+    def generate(self, dataset: str, generator: str, user_ids: list[str] | None, max_weeks: int | None) -> int:
+        """The generator's stale or missing (user, week) partitions of the given users (None: all),
+        their first `max_weeks` real weeks. Returns how many user-weeks were generated."""
+        status = self.synthetic_status(dataset, generator, user_ids, max_weeks)
         stale = int(status["stale"].sum())
         if not stale:
             return 0
         per_run = max(25, -(-stale // (4 * self.workers)))  # several runs per worker: progress and balance
         blocks = partition_blocks(status, self.instance.get_dynamic_partitions(users(dataset).name),
                                   self.instance.get_dynamic_partitions(weeks(dataset).name), per_run)
-        key = AssetKey([dataset, table])
+        key = AssetKey([dataset, f"synthetic_{generator}"])
         self.execute(f"{dataset} {generator}", [RunRequest((key,), block.range, block.user_weeks) for block in blocks])
         return stale
 

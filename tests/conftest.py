@@ -81,7 +81,7 @@ def built(tmp_path_factory, fixture_data):
     with project_instance(folder / "dagster") as instance:
         runner = Runner.for_project(project, instance)
         runner.build_shared()
-        runner.fit_generators("tokyo", "markov")
+        runner.fit_generators("tokyo", ["markov"])
         yield runner
 
 
@@ -121,7 +121,7 @@ def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
     with project_instance(folder / "dagster") as instance:
         runner = Runner.for_project(project, instance, Catalog(project, models))
         runner.build_shared()
-        runner.fit_generators("tokyo", name)
+        runner.fit_generators("tokyo", [name])
         yield runner
 
 

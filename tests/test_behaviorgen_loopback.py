@@ -12,7 +12,7 @@ from dagster._serdes import serialize_value
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, load_project
 from bgen_assets.llm.loopback_server import serve, stats
-from bgen_assets.runs import Runner
+from bgen_assets.runs import RunRequest, Runner
 from conftest import project_instance, write_project
 
 PLANTED = "sk-test-PLANTED-0123456789abcdef"
@@ -69,8 +69,7 @@ def test_faults_still_complete_every_partition_exactly(loopback_run, capfd):
     keys = [f"{u}|{w}" for u in USERS for w in runner.user_weeks("tokyo", u)[:3]]
     for user in USERS:
         own = [k for k in keys if k.startswith(f"{user}|")]
-        runner._materialize([runner.synthetic_keys("tokyo", "bg_loopback")[0]],
-                            tags={"dagster/asset_partition_range_start": own[0], "dagster/asset_partition_range_end": own[-1]})
+        runner.materialize_request(RunRequest((runner.synthetic_keys("tokyo", "bg_loopback")[0],), (own[0], own[-1])))
     assert stats(base_url)["requests"] == served["requests"]
     assert log_of(runner).llm_calls.sum() == 0 and (log_of(runner).cache_hits > 0).all()
 

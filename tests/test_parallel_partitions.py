@@ -46,7 +46,7 @@ def test_two_synthetic_partitions_in_parallel(tmp_path, fixture_data):
     with DagsterInstance.from_config(home) as instance:
         runner = Runner.for_project(project, instance)
         runner.build_shared()
-        runner.fit_generators("tokyo", "markov")
+        runner.fit_generators("tokyo", ["markov"])
         for user in USERS:
             result = materialize(list(runner.defs.assets), selection=[AssetKey(["tokyo", "weekly_segments"])],
                                  partition_key=user, instance=instance, resources=runner.defs.resources)

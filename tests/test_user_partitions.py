@@ -20,6 +20,18 @@ def synthetic_rows(runner, user):
     ).iloc[0].tolist()
 
 
+def visible_weeks(runner, user):
+    """The user's real weeks whose events are all pretraining or fine-tune train data."""
+    return runner.warehouse.query(
+        "SELECT week FROM tokyo.weekly_segments WHERE user_id = ? GROUP BY week "
+        "HAVING bool_and(part IN ('pretrain', 'train')) ORDER BY week", [user])["week"].tolist()
+
+
+def stale_weeks(runner, user):
+    status = runner.synthetic_status("tokyo", "markov", [user], None)
+    return status.loc[status["stale"], "week"].tolist()
+
+
 def test_single_user_materialises_exactly_that_user(built):
     others = built.warehouse.query("SELECT DISTINCT user_id FROM tokyo.synthetic_markov_log")["user_id"].tolist() \
         if built.instance.get_materialized_partitions(SYNTHETIC) else []  # other tests' users, if any
@@ -27,12 +39,14 @@ def test_single_user_materialises_exactly_that_user(built):
     synthetic_before = built.instance.get_materialized_partitions(SYNTHETIC)
     ubiqlog_before = built.instance.get_materialized_partitions(AssetKey(["ubiqlog", "synthetic_markov"]))
     done = built.materialize_user("tokyo", "1004", "markov")
-    weeks = built.user_weeks("tokyo", "1004")
+    visible = visible_weeks(built, "1004")
     segments_built = int("1004" not in segments_before)  # another test may have built 1004's segments
-    assert done == {"tokyo/weekly_segments": segments_built, "tokyo/synthetic_markov": len(weeks)}
+    assert done == {"tokyo/weekly_segments": segments_built, "tokyo/synthetic_markov": len(visible)}
     added = built.instance.get_materialized_partitions(SYNTHETIC) - synthetic_before
     # the range run also covers the user's weeks without events in between (empty partitions)
-    assert {f"1004|{week}" for week in weeks} <= added and all(key.startswith("1004|") for key in added)
+    assert {f"1004|{week}" for week in visible} <= added and all(key.startswith("1004|") for key in added)
+    logged = built.warehouse.query("SELECT week FROM tokyo.synthetic_markov_log WHERE user_id = '1004' ORDER BY week")
+    assert logged["week"].tolist() == visible  # validation and test weeks are never conditioned on
     assert built.instance.get_materialized_partitions(SEGMENTS) - segments_before <= {"1004"}
     assert built.instance.get_materialized_partitions(AssetKey(["ubiqlog", "synthetic_markov"])) == ubiqlog_before
     assert set(built.warehouse.query("SELECT DISTINCT user_id FROM tokyo.synthetic_markov_log")["user_id"]) == {"1004", *others}
@@ -67,16 +81,15 @@ def test_a_change_to_one_users_raw_events_makes_only_that_user_stale(tmp_path, f
         runner.build_shared()
         for user in (changed, untouched):
             runner._materialize([SEGMENTS], partition_key=user)
-        weeks = {user: [f"{user}|{w}" for w in runner.user_weeks("tokyo", user)] for user in (changed, untouched)}
-        assert runner.stale_or_missing(SYNTHETIC, weeks[untouched]) == []
-        stale = runner.stale_or_missing(SYNTHETIC, weeks[changed])
-        assert stale == weeks[changed]
+        assert stale_weeks(runner, untouched) == []
+        assert stale_weeks(runner, changed) == visible_weeks(runner, changed)
 
         done = runner.materialize_user("tokyo", untouched, "markov")
         # the model is refitted (its input changed) to the same data version: no partition is redone
         assert done == {"tokyo/markov_model": 1, "tokyo/weekly_segments": 0, "tokyo/synthetic_markov": 0}
         assert synthetic_rows(runner, untouched) == untouched_rows
-        assert runner.materialize_user("tokyo", changed, "markov")["tokyo/synthetic_markov"] == len(weeks[changed])
+        assert runner.materialize_user("tokyo", changed, "markov")["tokyo/synthetic_markov"] == len(visible_weeks(runner, changed))
+        assert stale_weeks(runner, changed) == []
 
 
 def test_editing_one_sql_model_makes_only_that_model_stale(built, tmp_path):
@@ -85,5 +98,5 @@ def test_editing_one_sql_model_makes_only_that_model_stale(built, tmp_path):
     (models / "ubiqlog" / "events.sql").write_text(
         (models / "ubiqlog" / "events.sql").read_text().replace("SELECT", "SELECT DISTINCT", 1))
     edited = Runner.for_project(built.project, built.instance, Catalog(built.project, models))
-    stale = {key.to_user_string() for key in edited.shared_keys() if edited.stale_or_missing(key, [None])}
+    stale = {key.to_user_string() for key in edited.shared_keys() if edited.stale_or_missing(key)}
     assert stale == {"ubiqlog/events"}
