@@ -146,6 +146,7 @@ class Runner:
     catalog: Catalog | None = None
     workers: int = 1
     on_progress: object = None      # callable(stage, done_units, total_units) for progress bars
+    user_weeks_per_run: int | None = None  # default: enough runs to balance the workers, >= 25 user-weeks each
     stages: list[StageRecord] = field(default_factory=list)
 
     @classmethod
@@ -178,9 +179,11 @@ class Runner:
             resources=self.defs.resources, raise_on_error=False, tags=tags,
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         )
-        failures = [_root_message(e.event_specific_data.error) for e in result.all_events
-                    if e.event_type_value == "STEP_FAILURE"  # failed checks are reported below, by name
-                    and e.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"]
+        step_errors = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        if any(error.cls_name == "DagsterExecutionInterruptedError" for error in step_errors):
+            raise KeyboardInterrupt  # Ctrl-C or SIGTERM reached the step: the command stops
+        failures = [_root_message(error) for error in step_errors  # failed checks are reported below, by name
+                    if error.cls_name != "DagsterAssetCheckFailedError"]
         failed_checks = [c for c in result.get_asset_check_evaluations()
                          if not c.passed and c.severity == AssetCheckSeverity.ERROR]
         failures += [f"check {c.asset_key.to_user_string()}:{c.check_name} failed, nothing was built from it: "
@@ -321,7 +324,7 @@ class Runner:
         stale = int(status["stale"].sum())
         if not stale:
             return 0
-        per_run = max(25, -(-stale // (4 * self.workers)))  # several runs per worker: progress and balance
+        per_run = self.user_weeks_per_run or max(25, -(-stale // (4 * self.workers)))  # several runs per worker
         blocks = partition_blocks(status, self.instance.get_dynamic_partitions(users(dataset).name),
                                   self.instance.get_dynamic_partitions(weeks(dataset).name), per_run)
         key = AssetKey([dataset, f"synthetic_{generator}"])

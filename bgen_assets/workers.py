@@ -10,15 +10,25 @@ Stopping (Ctrl-C, SIGTERM) terminates the workers: a run cut short leaves no par
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Iterator
 
+PR_SET_PDEATHSIG = 1
 _runner = None  # the worker process's Runner
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _start_worker(project, models_dir, instance_ref, threads: int) -> None:
+    _die_with_parent()
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(threads)   # before torch is imported: N workers share the cores
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
