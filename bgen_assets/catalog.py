@@ -21,7 +21,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from bgen_assets.config import MODELS_DIR, Project
+from bgen_assets.config import Project
 
 SHARED_MODELS = "dataset"
 PER_GENERATOR = "per_generator"
@@ -67,9 +67,9 @@ class SqlModel:
 
 
 class Catalog:
-    def __init__(self, project: Project, models_dir: Path = MODELS_DIR):
+    def __init__(self, project: Project, models_dir: Path | None = None):
         self.project = project
-        self.models_dir = models_dir
+        self.models_dir = models_dir = models_dir or project.declarations
         macros = models_dir / "macros.sql"
         self._macro_source = macros.read_text() if macros.exists() else ""
         self._jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)

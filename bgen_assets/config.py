@@ -128,6 +128,8 @@ class Project(StrictModel):
     state_dir: Path = Path(".bgen")
     data_dir: Path | None = None
     model_dir: Path | None = Field(default=None, description="converted local models; default STATE/models")
+    declarations_dir: Path | None = Field(
+        default=None, description="SQL models, seeds, generator and experiment declarations; default the repository's models/")
     slot_minutes: int = Field(30, gt=0, le=240)
     split: Split = Split()
     scope: str = "demo"
@@ -166,6 +168,12 @@ class Project(StrictModel):
         if self.model_dir is None:
             return self.home / "models"
         return self.model_dir if self.model_dir.is_absolute() else (PROJECT_ROOT / self.model_dir).resolve()
+
+    @property
+    def declarations(self) -> Path:
+        if self.declarations_dir is None:
+            return MODELS_DIR
+        return self.declarations_dir if self.declarations_dir.is_absolute() else (PROJECT_ROOT / self.declarations_dir).resolve()
 
     @property
     def download_cache(self) -> Path:

@@ -85,6 +85,7 @@ class RunRequest:
 @dataclass
 class RunOutcome:
     request: RunRequest
+    run_id: str
     failed_checks: list[str]
     compute_s: float
     llm_calls: int
@@ -196,7 +197,7 @@ class Runner:
             metadata.setdefault(materialization.asset_key, materialization.metadata)
         number = lambda values, name: sum(float(v[name].value) for v in values if name in v)  # noqa: E731
         return RunOutcome(
-            request, [f"{c.asset_key.to_user_string()}: {c.description}" for c in failed_checks],
+            request, result.run_id, [f"{c.asset_key.to_user_string()}: {c.description}" for c in failed_checks],
             compute_s=sum(number(metadata.values(), name) for name in COMPUTE_METADATA),
             llm_calls=int(number(metadata.values(), "llm_calls")), cache_hits=int(number(metadata.values(), "cache_hits")),
         )

@@ -19,6 +19,7 @@ from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
 from bgen_assets.runs import Runner, instance_settings
 
 SHARED_DATA = Path(os.environ.get("BGEN_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
+SUBPROCESS_TIMEOUT = int(os.environ.get("BGEN_TEST_SUBPROCESS_TIMEOUT", "900"))  # generous: a slow machine is no bug
 TOKYO_USERS = ["1004", "1032", "107", "1172", "1184", "638"]
 UBIQLOG_USERS = ["10_M", "1_M", "9_M", "25_F"]
 

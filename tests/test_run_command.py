@@ -1,0 +1,148 @@
+"""`bgen run` over a whole scope: runs of one asset's partitions side by side on one state
+directory, and SIGKILLs mid-generation that the next command recovers from."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from dagster import AssetKey
+
+from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
+from bgen_assets.llm.loopback_server import serve, stats
+from bgen_assets.runs import PID_TAG
+from bgen_assets.warehouse import Warehouse, table_exists
+from conftest import SUBPROCESS_TIMEOUT, TOKYO_USERS, write_project
+
+BGEN = Path(sys.executable).parent / "bgen"
+
+
+def rows_of(warehouse: Warehouse, table: str, users: list[str] | None = None) -> pd.DataFrame:
+    where = "WHERE list_contains(?, user_id)" if users else ""
+    return warehouse.query(f"SELECT * FROM tokyo.{table} {where} ORDER BY ALL", [users] if users else [])
+
+
+def test_eight_partitions_in_parallel_on_one_state_directory(built):
+    status = built.synthetic_status("tokyo", "markov", None, 4)
+    weeks_per_user = status[status["wanted"]].groupby("user_id").size()
+    users = weeks_per_user[weeks_per_user == 4].index[:2].tolist()
+    assert len(users) == 2
+    built.generate("tokyo", "markov", users, 4)  # one worker, one run: the reference rows
+    reference = rows_of(built.warehouse, "synthetic_markov", users)
+    reference_log = rows_of(built.warehouse, "synthetic_markov_log", users)[["user_id", "week", "status", "n_events"]]
+    with built.warehouse.connect() as con:  # both users' partitions gone: all 8 are missing again
+        for table in ("synthetic_markov", "synthetic_markov_log"):
+            con.execute(f"DELETE FROM tokyo.{table} WHERE list_contains(?, user_id)", [users])
+
+    parallel = dataclasses.replace(built, workers=4, user_weeks_per_run=1, stages=[])
+    assert parallel.generate("tokyo", "markov", users, 4) == 8
+    outcomes = parallel.stages[-1].outcomes
+    assert len(outcomes) == 8  # one run per partition, each succeeded (a lock error fails its run)
+    pids = {built.instance.get_run_by_id(outcome.run_id).tags[PID_TAG] for outcome in outcomes}
+    assert len(pids) > 1 and str(os.getpid()) not in pids  # worker processes, not this one
+    pd.testing.assert_frame_equal(rows_of(built.warehouse, "synthetic_markov", users), reference)
+    log = rows_of(built.warehouse, "synthetic_markov_log", users)
+    pd.testing.assert_frame_equal(log[reference_log.columns], reference_log)
+    assert not built.synthetic_status("tokyo", "markov", users, 4)["stale"].any()
+
+
+def declare_loopback_generator(models: Path, base_url: str) -> None:
+    shutil.copytree(MODELS_DIR, models)
+    for declaration in (models / "generators").glob("*.yml"):
+        declaration.unlink()
+    for declaration in (models / "experiments").glob("*.yml"):
+        declaration.unlink()
+    spec = {"kind": "llm", "seed": 5, "params": {
+        "backend": {"kind": "openai", "base_url": base_url, "model": "loopback", "concurrency": 1, "timeout_s": 10.0,
+                    "max_retries": 2},
+        "max_attempts": 1, "max_events_per_week": 12}}
+    (models / "generators" / "bg_kill.yml").write_text(yaml.safe_dump(spec))
+
+
+def project_file(folder: Path, data: Path, models: Path) -> Path:
+    def edit(raw):
+        raw["declarations_dir"] = str(models)
+        raw["scope"] = "killed"
+        raw["scopes"]["killed"] = {"tokyo": {"users": TOKYO_USERS, "max_weeks_per_user": 8}}
+    return write_project(folder, data, edit)
+
+
+def bgen_run(project: Path, workers: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("BGEN_HOME", "BGEN_SCOPE", "DAGSTER_HOME")}
+    return subprocess.Popen([str(BGEN), "run", "--stage", "generate", "--workers", str(workers)],
+                            env={**env, "BGEN_PROJECT": str(project)}, cwd=PROJECT_ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def logged_weeks(warehouse: Warehouse) -> int:
+    if not table_exists(warehouse, "tokyo", "synthetic_bg_kill_log"):
+        return 0
+    return int(warehouse.query("SELECT count(*) AS n FROM tokyo.synthetic_bg_kill_log")["n"].iloc[0])
+
+
+def kill_when(command: subprocess.Popen, ready, what: str) -> None:
+    """SIGKILL the command's whole process group as soon as `ready()` holds."""
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+    while not ready():
+        assert command.poll() is None, f"finished before {what}:\n{command.stdout.read()[-4000:]}"
+        assert time.monotonic() < deadline, f"never reached {what}"
+        time.sleep(0.05)
+    os.killpg(command.pid, signal.SIGKILL)
+    command.wait(timeout=SUBPROCESS_TIMEOUT)
+
+
+def assert_complete_or_absent(warehouse: Warehouse) -> None:
+    """Every logged week has exactly its events; no events without a log row."""
+    if not table_exists(warehouse, "tokyo", "synthetic_bg_kill"):
+        return
+    mismatched = warehouse.query(
+        """SELECT l.user_id, l.week, l.n_events, count(s.ts) AS rows
+           FROM tokyo.synthetic_bg_kill_log l LEFT JOIN tokyo.synthetic_bg_kill s USING (user_id, week)
+           WHERE l.status = 'ok' GROUP BY ALL HAVING count(s.ts) <> l.n_events""")
+    assert mismatched.empty, mismatched
+    orphans = warehouse.query("""SELECT count(*) AS n FROM tokyo.synthetic_bg_kill s
+                                 ANTI JOIN tokyo.synthetic_bg_kill_log l USING (user_id, week)""")
+    assert orphans["n"].iloc[0] == 0
+
+
+def test_sigkill_mid_generation_then_the_next_command_completes(tmp_path, fixture_data):
+    with serve(latency_s=0.3, process=True) as base_url:
+        models = tmp_path / "models"
+        declare_loopback_generator(models, base_url)
+        uninterrupted = project_file(tmp_path / "uninterrupted", fixture_data, models)
+        killed = project_file(tmp_path / "killed", fixture_data, models)
+        reference = bgen_run(uninterrupted, workers=1)
+        output = reference.communicate(timeout=SUBPROCESS_TIMEOUT)[0]
+        assert reference.returncode == 0, output[-4000:]
+        expected = rows_of(Warehouse(path=str(load_project(uninterrupted).warehouse_path)), "synthetic_bg_kill")
+        assert len(expected) > 0
+
+        warehouse = Warehouse(path=str(load_project(killed).warehouse_path))
+        served = stats(base_url)["requests"]
+        # 1: killed while the first answers come in, before any partition is written
+        kill_when(bgen_run(killed, workers=2), lambda: stats(base_url)["requests"] >= served + 3, "the third request")
+        assert_complete_or_absent(warehouse)
+        # 2: killed once some partitions are written and others are being generated
+        written = logged_weeks(warehouse)
+        kill_when(bgen_run(killed, workers=2), lambda: logged_weeks(warehouse) > written, "a written partition")
+        assert_complete_or_absent(warehouse)
+        # 3: the next command neither waits on the dead runs nor redoes what they wrote
+        final = bgen_run(killed, workers=2)
+        output = final.communicate(timeout=SUBPROCESS_TIMEOUT)[0]
+        assert final.returncode == 0, output[-4000:]
+    assert_complete_or_absent(warehouse)
+    pd.testing.assert_frame_equal(rows_of(warehouse, "synthetic_bg_kill"), expected)
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    with DagsterInstance.from_config(str(load_project(killed).home / "dagster")) as instance:
+        assert not instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))  # the dead runs are marked failed
+        assert instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
+        assert instance.get_materialized_partitions(AssetKey(["tokyo", "synthetic_bg_kill"]))
