@@ -91,17 +91,22 @@ def run_scope(runner, datasets: list[str], generators: list[str] | None, experim
         rebuilt = runner.build_shared(datasets)
         console.print(f"shared assets rebuilt: {', '.join(k.to_user_string() for k in rebuilt) or 'none, all up to date'}")
     experiment_specs = [spec for spec in load_experiment_specs(runner.catalog.models_dir / "experiments")
-                        if spec.scoped(scope).build and (experiments is None or spec.name in experiments)]
+                        if (spec.scoped(scope).build if experiments is None else spec.name in experiments)]
+    declared = {spec.name: spec for spec in load_generator_specs(runner.catalog.models_dir / "generators")}
+    unknown = set(generators or ()) - set(declared)
+    if unknown:
+        raise ConfigError(f"unknown generator(s) {sorted(unknown)}; declared: {', '.join(declared)}")
     for dataset in datasets:
-        names = [name for name in runner.generator_names(dataset) if generators is None or name in generators]
+        names = runner.generator_names(dataset) if generators is None else generators  # named: built even on request
         if "generate" in stages:
             runner.check_shared_built(dataset, names)
             runner.fit_generators(dataset, names)
             selection = runner.project.selection(dataset)
             runner.build_segments(dataset, selection.users)
-            specs = {spec.name: spec for spec in load_generator_specs(runner.catalog.models_dir / "generators")}
             for name in names:
-                chosen = specs[name].selection(scope, dataset, selection)
+                chosen = declared[name].selection(scope, dataset, selection)
+                if chosen.users == [] and generators is not None:
+                    chosen = selection  # named on the command line: the scope's users
                 generated = runner.generate(dataset, name, chosen.users, chosen.max_weeks_per_user)
                 console.print(f"{dataset}/synthetic_{name}: {generated:,} user-week(s) generated")
         usable, mark = names, len(runner.stages)

@@ -63,6 +63,6 @@ def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
         assert (project.home / "reports" / dataset / "fidelity.png").read_bytes().startswith(b"\x89PNG")
     # a second demo run finds everything up to date
     again = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "synthetic_markov 0" in again.stdout
-    assert "tokyo/synthetic_behaviorgen 0" in again.stdout
+    assert again.returncode == 0 and "tokyo/synthetic_markov: 0 user-week(s) generated" in again.stdout
+    assert "tokyo/synthetic_behaviorgen: 0 user-week(s) generated" in again.stdout
     assert "tokyo: evaluated 4 generators, rebuilt nothing" in again.stdout

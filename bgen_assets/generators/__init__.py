@@ -48,6 +48,8 @@ class GeneratorSpec(BaseModel):
     description: str = ""
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
+    on_request: bool = Field(False, description="built only in the scopes and datasets `scope` names, or when "
+                             "a command names it (GPU-only kinds, LLM ablations, slow baselines)")
     scope: dict[str, dict[str, ScopeSelection]] = Field(
         default_factory=dict, description="per project scope and dataset: the users/weeks this variant generates")
 
@@ -67,7 +69,7 @@ class GeneratorSpec(BaseModel):
         """This variant's users and weeks: its own declaration narrowed to the project's scope."""
         own = self.scope.get(scope, {}).get(dataset)
         if own is None:
-            return project_selection
+            return ScopeSelection(users=[]) if self.on_request else project_selection
         users = own.users if own.users is not None else project_selection.users
         if users is not None and project_selection.users is not None:
             users = [user for user in users if user in project_selection.users]
