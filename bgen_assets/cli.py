@@ -192,7 +192,7 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def command_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgen", description="Synthetic behaviour data as a Dagster asset graph.")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "build what a scope declares: generate, evaluate, train, report (only what is stale)"),
@@ -223,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     ui.set_defaults(run=cmd_ui)
     home = commands.add_parser("home", help="prepare and print DAGSTER_HOME under the state directory")
     home.set_defaults(run=cmd_home)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = command_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         args.run(args)

@@ -119,7 +119,7 @@ def partition_blocks(status: pd.DataFrame, user_order: list[str], week_order: li
         """A user's stale weeks split where a kept week lies between them."""
         runs: list[list[int]] = []
         for w in stale_by_user[u]:
-            if runs and not touches_kept(range(u, u + 1), runs[-1][-1], w):
+            if runs and len(runs[-1]) < max_user_weeks and not touches_kept(range(u, u + 1), runs[-1][-1], w):
                 runs[-1].append(w)
             else:
                 runs.append([w])

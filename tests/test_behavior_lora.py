@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from bgen_assets.config import load_project
 from bgen_assets.assets.synthetic import stable_seed
 from bgen_assets.generators import GenerationContext, WeekTask, load_generator_specs
 from bgen_assets.generators import behavior_lora
@@ -39,7 +40,9 @@ def context_of(events, tmp_path_factory):
 
 def test_the_declaration_builds_nothing_by_default_and_needs_cuda_to_fit(population):
     spec = next(s for s in load_generator_specs() if s.name == "behavior_lora")
-    assert all(selection.users == [] for selection in spec.scope["demo"].values())
+    project = load_project(environ={})
+    assert all(spec.selection(scope, dataset, project.selection(dataset, scope)).users == []
+               for scope in project.scopes for dataset in project.datasets)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             behavior_lora.fit(population, spec.params, 30, 0)

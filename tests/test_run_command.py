@@ -68,6 +68,8 @@ def declare_loopback_generator(models: Path, base_url: str) -> None:
 
 
 def project_file(folder: Path, data: Path, models: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+
     def edit(raw):
         raw["declarations_dir"] = str(models)
         raw["scope"] = "killed"

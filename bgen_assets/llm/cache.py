@@ -1,8 +1,8 @@
 """Content-addressed cache of LLM answers, so an unchanged prompt is never sent twice.
 
 The key hashes (backend, model, messages, sampling incl. seed, output constraint). Entries
-are JSON files under the state directory, written atomically (temp file + rename), so a run
-killed mid-way leaves only whole entries and resumes from them."""
+are JSON files under the state directory, written atomically (temp file + rename) as each answer
+arrives, so a run killed mid-way leaves only whole entries and resumes from every one of them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bgen_assets.llm import Backend, LLMRequest, LLMResponse
+from bgen_assets.llm import Backend, LLMRequest, LLMResponse, OnResponse
 
 
 def request_key(backend: str, model: str, request: LLMRequest) -> str:
@@ -29,8 +29,8 @@ def request_key(backend: str, model: str, request: LLMRequest) -> str:
 class CachedBackend:
     """Wraps a backend: answers from the cache where it can, calls the backend for the rest."""
 
-    def __init__(self, backend: Backend, folder: Path, chunk: int = 32):
-        self.backend, self.folder, self.chunk = backend, folder, chunk
+    def __init__(self, backend: Backend, folder: Path):
+        self.backend, self.folder = backend, folder
         self.name, self.model = backend.name, backend.model
         self.calls = 0
 
@@ -51,16 +51,25 @@ class CachedBackend:
             json.dump(dataclasses.asdict(response), handle)
         os.replace(handle.name, path)
 
-    def complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+    def complete(self, requests: list[LLMRequest], on_response: OnResponse | None = None) -> list[LLMResponse]:
         keys = [request_key(self.name, self.model, request) for request in requests]
         answers = [self._load(key) for key in keys]
         missing = [i for i, answer in enumerate(answers) if answer is None]
-        for start in range(0, len(missing), self.chunk):  # store as we go: a killed run resumes from here
-            chunk = missing[start:start + self.chunk]
-            fresh = self.backend.complete([requests[i] for i in chunk])
-            self.calls += len(chunk)
-            for i, response in zip(chunk, fresh):
-                answers[i] = response
-                if response.error is None:  # failures are retried next time, not remembered
-                    self._store(keys[i], response)
+
+        def arrived(position: int, response: LLMResponse) -> None:
+            """Stored the moment it arrives: a run killed midway resumes from every answer it got."""
+            i = missing[position]
+            answers[i] = response
+            if response.error is None:  # failures are retried next time, not remembered
+                self._store(keys[i], response)
+            if on_response:
+                on_response(i, response)
+
+        if missing:
+            self.backend.complete([requests[i] for i in missing], arrived)
+            self.calls += len(missing)
+        if on_response:
+            for i, answer in enumerate(answers):
+                if answer.cached:
+                    on_response(i, answer)
         return answers

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, LLMResponse
+from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, LLMResponse, OnResponse
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +171,13 @@ class LocalHFBackend:
             self._load()
         return self._tokenizer
 
-    def complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+    def complete(self, requests: list[LLMRequest], on_response: OnResponse | None = None) -> list[LLMResponse]:
         prompts = [self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
                    for r in requests]
-        return self.complete_rendered(requests, prompts)
+        return self.complete_rendered(requests, prompts, on_response)
 
-    def complete_rendered(self, requests: list[LLMRequest], prompts: list[str]) -> list[LLMResponse]:
+    def complete_rendered(self, requests: list[LLMRequest], prompts: list[str],
+                          on_response: OnResponse | None = None) -> list[LLMResponse]:
         """Answer requests whose prompts are already rendered text (for a caller that writes part of
         the assistant turn itself); each request's messages are then ignored."""
         if not requests:
@@ -192,6 +193,8 @@ class LocalHFBackend:
                 answers = self._generate([requests[i] for i in batch], [prompts[i] for i in batch])
                 for i, answer in zip(batch, answers):
                     responses[i] = answer
+                    if on_response:
+                        on_response(i, answer)
             return responses
 
     def _generate(self, requests: list[LLMRequest], prompts: list[str]) -> list[LLMResponse]:

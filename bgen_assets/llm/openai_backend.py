@@ -43,11 +43,12 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from bgen_assets.llm import BackendConfig, LLMRequest, LLMResponse
+from bgen_assets.llm import BackendConfig, LLMRequest, LLMResponse, OnResponse
 
 PLACEHOLDER_KEY = "sk-loopback-no-key"
 RETRY_STATUSES = {408, 409, 429}
 STRUCTURED_MODES = ("json_schema", "text", "auto")
+ERROR_CHARACTERS = 300   # of an error message kept in the generation log
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9])[A-Za-z0-9_\-*.]{6,}")
 
 
@@ -113,12 +114,27 @@ def _retry_after(headers) -> float | None:
     return None
 
 
+def redact_key(text: str, key: str, shortest: int = 8) -> str:
+    """`text` with the key, and every piece of it that starts like the key and is at least
+    `shortest` characters long (a server may echo a cut key), replaced by ***."""
+    if len(key) < shortest:
+        return text.replace(key, "***")
+    pieces, start = [], 0
+    while (found := text.find(key[:shortest], start)) >= 0:
+        end = found + shortest
+        while end < len(text) and end - found < len(key) and text[end] == key[end - found]:
+            end += 1
+        pieces += [text[start:found], "***"]
+        start = end
+    return "".join(pieces) + text[start:]
+
+
 def _status_message(exc) -> str:
     body = getattr(exc, "body", None)
     message = None
     if isinstance(body, dict):
         message = (body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else body.get("message")
-    return str(message or getattr(exc, "message", "") or exc)[:300]
+    return str(message or getattr(exc, "message", "") or exc)  # redacted, then cut, in _failed
 
 
 class OpenAIBackend:
@@ -146,20 +162,20 @@ class OpenAIBackend:
 
     # -- public ----------------------------------------------------------------------------------
 
-    def complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+    def complete(self, requests: list[LLMRequest], on_response: OnResponse | None = None) -> list[LLMResponse]:
         requests = list(requests)
         if not requests:
             return []
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._complete_all(requests))
+            return asyncio.run(self._complete_all(requests, on_response))
         # called from inside an event loop (a notebook, an async caller): run ours in a thread
         outcome: dict = {}
 
         def run():
             try:
-                outcome["responses"] = asyncio.run(self._complete_all(requests))
+                outcome["responses"] = asyncio.run(self._complete_all(requests, on_response))
             except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread below)
                 outcome["error"] = exc
 
@@ -183,17 +199,24 @@ class OpenAIBackend:
         return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.config.base_url, max_retries=0,
                                   timeout=self.config.timeout_s, http_client=http_client)
 
-    async def _complete_all(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+    async def _complete_all(self, requests: list[LLMRequest], on_response: OnResponse | None) -> list[LLMResponse]:
         semaphore = asyncio.Semaphore(self.config.concurrency)
         client = self._client()
+
+        async def answer(index: int, request: LLMRequest) -> LLMResponse:
+            response = await self._one(client, semaphore, request)
+            if on_response:
+                on_response(index, response)
+            return response
+
         try:
-            return list(await asyncio.gather(*(self._one(client, semaphore, r) for r in requests)))
+            return list(await asyncio.gather(*(answer(i, r) for i, r in enumerate(requests))))
         finally:
             await client.close()
 
     def _redact(self, text: str) -> str:
         if self._api_key and self._api_key != PLACEHOLDER_KEY:
-            text = text.replace(self._api_key, "***")
+            text = redact_key(text, self._api_key)
         return _KEYLIKE.sub(r"\1***", text)
 
     def _backoff(self, retry: int) -> float:
@@ -246,7 +269,7 @@ class OpenAIBackend:
                     continue
                 except Exception as exc:  # noqa: BLE001  (anything unforeseen: this request fails, the batch goes on)
                     return self._failed(request, started, retries,
-                                        f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
+                                        f"unexpected {type(exc).__name__}: {exc}")
                 response.transport_retries = retries
                 response.latency_s = time.perf_counter() - started
                 return response
@@ -254,7 +277,8 @@ class OpenAIBackend:
     def _failed(self, request: LLMRequest, started: float, retries: int, message: str) -> LLMResponse:
         return LLMResponse(text="", prompt_tokens=0, completion_tokens=0,
                            latency_s=time.perf_counter() - started, finish_reason="error",
-                           transport_retries=retries, error=self._redact(f"openai backend: {message}"))
+                           transport_retries=retries,
+                           error=self._redact(f"openai backend: {message}")[:ERROR_CHARACTERS])  # redact, then cut
 
     async def _attempt(self, client, request: LLMRequest, response_format: dict | None) -> LLMResponse:
         import openai
