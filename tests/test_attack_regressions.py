@@ -58,10 +58,13 @@ class DiesAfter:
         self.n = n
 
     def complete(self, requests, on_response=None):
-        for i, one in enumerate(requests[: self.n]):
-            on_response(i, LLMResponse(text=f"answer {i}", prompt_tokens=1, completion_tokens=1, latency_s=0.0,
-                                       finish_reason="stop"))
-        raise KeyboardInterrupt
+        answers = [LLMResponse(text=f"answer {i}", prompt_tokens=1, completion_tokens=1, latency_s=0.0,
+                               finish_reason="stop") for i in range(min(self.n, len(requests)))]
+        for i, answer in enumerate(answers):
+            on_response(i, answer)
+        if len(requests) > self.n:
+            raise KeyboardInterrupt
+        return answers
 
 
 def test_the_cache_keeps_every_answer_that_arrived_before_a_kill(tmp_path):

@@ -31,6 +31,7 @@ def rows_of(warehouse: Warehouse, table: str, users: list[str] | None = None) ->
 
 
 def test_eight_partitions_in_parallel_on_one_state_directory(built):
+    built.build_segments("tokyo", None)
     status = built.synthetic_status("tokyo", "markov", None, 4)
     weeks_per_user = status[status["wanted"]].groupby("user_id").size()
     users = weeks_per_user[weeks_per_user == 4].index[:2].tolist()
