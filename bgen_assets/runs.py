@@ -8,9 +8,11 @@ run side by side (bgen_assets/workers.py)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,7 @@ class RunRequest:
     partition_range: tuple[str, str] | None = None
     units: int = 1
     tolerated_checks: tuple[str, ...] = ()
+    only_if_stale: bool = False   # checked again under the assets' build locks: another command may have built them
 
 
 @dataclass
@@ -117,6 +120,16 @@ class StageRecord:
     @property
     def cache_hits(self) -> int:
         return sum(o.cache_hits for o in self.outcomes)
+
+
+@contextmanager
+def build_lock(state_dir: Path, key: AssetKey) -> Iterator[None]:
+    """Held while one process builds an asset; released by the kernel if that process dies."""
+    folder = state_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key.to_python_identifier()}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def alive(pid: int) -> bool:
@@ -170,7 +183,22 @@ class Runner:
 
     def materialize_request(self, request: RunRequest) -> RunOutcome:
         """One run in this process; raises RunFailed on a failed step or a failed blocking check,
-        except the checks named in `tolerated_checks`, whose failures are returned."""
+        except the checks named in `tolerated_checks`, whose failures are returned.
+
+        With `only_if_stale`, the run holds a build lock per asset (a file lock under the state
+        directory) and leaves out what is no longer stale: concurrent commands that need the same
+        shared asset (a fitted generator, say) build it once, the others wait and reuse it. A group
+        runs whole when any of it is still stale (its later keys depend on its earlier ones)."""
+        if not request.only_if_stale:
+            return self._run(request)
+        with ExitStack() as locks:
+            for key in sorted(request.keys, key=lambda k: k.to_user_string()):
+                locks.enter_context(build_lock(self.project.home, key))
+            if not any(self.stale_or_missing(key) for key in request.keys):
+                return RunOutcome(request, "", [], 0.0, 0, 0)  # built meanwhile by another command
+            return self._run(request)
+
+    def _run(self, request: RunRequest) -> RunOutcome:
         tags = {PID_TAG: str(os.getpid())}
         if request.partition_range:
             tags[RANGE_START_TAG], tags[RANGE_END_TAG] = request.partition_range
@@ -233,7 +261,7 @@ class Runner:
         if outdated:
             groups = [(key,) for key in outdated] if independent else [tuple(
                 key for key in keys if key in AssetSelection.assets(*outdated).downstream().resolve(self.graph))]
-            self.execute(stage, [RunRequest(tuple(g), None, len(g), tolerated_checks) for g in groups])
+            self.execute(stage, [RunRequest(tuple(g), None, len(g), tolerated_checks, only_if_stale=True) for g in groups])
         return outdated
 
     def build_shared(self, datasets: Iterable[str] | None = None) -> list[AssetKey]:

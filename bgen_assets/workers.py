@@ -60,7 +60,10 @@ def run_requests(runner, requests: list) -> Iterator:
                         (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads))
     try:
         yield from pool.imap_unordered(_run, requests)
-        pool.close()
-    finally:
+    except BaseException:  # stopping (Ctrl-C, SIGTERM) or a failed run: the workers go at once
+        for process in multiprocessing.active_children():
+            process.kill()   # SIGKILL: Dagster's handlers inside a worker may swallow SIGTERM
         pool.terminate()
-        pool.join()
+        raise
+    pool.close()
+    pool.join()

@@ -1,5 +1,5 @@
 """`bgen run` over a whole scope: runs of one asset's partitions side by side on one state
-directory, and SIGKILLs mid-generation that the next command recovers from."""
+directory, and SIGTERM and SIGKILLs mid-generation that the next command recovers from."""
 
 from __future__ import annotations
 
@@ -91,13 +91,17 @@ def logged_weeks(warehouse: Warehouse) -> int:
     return int(warehouse.query("SELECT count(*) AS n FROM tokyo.synthetic_bg_kill_log")["n"].iloc[0])
 
 
-def kill_when(command: subprocess.Popen, ready, what: str) -> None:
-    """SIGKILL the command's whole process group as soon as `ready()` holds."""
+def wait_for(command: subprocess.Popen, ready, what: str) -> None:
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT
     while not ready():
         assert command.poll() is None, f"finished before {what}:\n{command.stdout.read()[-4000:]}"
         assert time.monotonic() < deadline, f"never reached {what}"
         time.sleep(0.05)
+
+
+def kill_when(command: subprocess.Popen, ready, what: str) -> None:
+    """SIGKILL the command's whole process group as soon as `ready()` holds."""
+    wait_for(command, ready, what)
     os.killpg(command.pid, signal.SIGKILL)
     command.wait(timeout=SUBPROCESS_TIMEOUT)
 
@@ -129,6 +133,14 @@ def test_sigkill_mid_generation_then_the_next_command_completes(tmp_path, fixtur
         assert len(expected) > 0
 
         warehouse = Warehouse(path=str(load_project(killed).warehouse_path))
+        # 0: SIGTERM (what a supervisor sends) stops the command and its workers, keeping what completed
+        served = stats(base_url)["requests"]
+        stopped = bgen_run(killed, workers=2)
+        wait_for(stopped, lambda: stats(base_url)["requests"] >= served + 3, "the third request")
+        stopped.send_signal(signal.SIGTERM)
+        output = stopped.communicate(timeout=SUBPROCESS_TIMEOUT)[0]
+        assert stopped.returncode == 130 and "stopped" in output, output[-4000:]
+        assert_complete_or_absent(warehouse)
         served = stats(base_url)["requests"]
         # 1: killed while the first answers come in, before any partition is written
         kill_when(bgen_run(killed, workers=2), lambda: stats(base_url)["requests"] >= served + 3, "the third request")
@@ -149,3 +161,25 @@ def test_sigkill_mid_generation_then_the_next_command_completes(tmp_path, fixtur
         assert not instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))  # the dead runs are marked failed
         assert instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
         assert instance.get_materialized_partitions(AssetKey(["tokyo", "synthetic_bg_kill"]))
+
+
+def test_concurrent_commands_fit_a_shared_model_once(tmp_path, fixture_data):
+    project = write_project(tmp_path, fixture_data)
+    env = {k: v for k, v in os.environ.items() if k not in ("BGEN_HOME", "BGEN_SCOPE", "DAGSTER_HOME")}
+    env["BGEN_PROJECT"] = str(project)
+    build = subprocess.run([str(BGEN), "build"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                           timeout=SUBPROCESS_TIMEOUT)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    users = TOKYO_USERS[:3]
+    commands = [subprocess.Popen([str(BGEN), "user", "tokyo", user, "--generator", "markov"], env=env, cwd=PROJECT_ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for user in users]
+    for command in commands:
+        output = command.communicate(timeout=SUBPROCESS_TIMEOUT)[0]
+        assert command.returncode == 0, output[-4000:]
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(load_project(project).home / "dagster")) as instance:
+        fits = instance.fetch_materializations(AssetKey(["tokyo", "markov_model"]), limit=10).records
+    assert len(fits) == 1  # the first command fitted it; the others waited on its build lock and reused it
+    built_users = set(rows_of(Warehouse(path=str(load_project(project).warehouse_path)), "synthetic_markov_log")["user_id"])
+    assert built_users == set(users)
