@@ -34,6 +34,9 @@ def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(path, read_only=read_only)
 
 
+TABLE_EXISTS = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+
+
 def quoted(schema: str, table: str) -> str:
     return f'"{schema}"."{table}"'
 
@@ -76,6 +79,8 @@ class Warehouse(ConfigurableResource):
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             con.register("partitions", partitions)
             for table, frame in frames.items():
+                if frame.empty and not con.execute(TABLE_EXISTS, [schema, table]).fetchone()[0]:
+                    continue  # an empty frame has no column types to create the table from: the first rows will
                 con.register("incoming", frame)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {quoted(schema, table)} AS SELECT * FROM incoming LIMIT 0")
                 con.execute(f"DELETE FROM {quoted(schema, table)} t USING partitions p WHERE {keys}")
@@ -85,8 +90,7 @@ class Warehouse(ConfigurableResource):
 
 
 def table_exists(warehouse: Warehouse, schema: str, table: str) -> bool:
-    return bool(warehouse.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = ? "
-                                "AND table_name = ?", [schema, table])["n"].iloc[0])
+    return bool(warehouse.query(TABLE_EXISTS, [schema, table]).iloc[0, 0])
 
 
 def frame_fingerprint(frame: pd.DataFrame) -> str:

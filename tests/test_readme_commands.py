@@ -26,11 +26,11 @@ def readme_commands() -> list[list[str]]:
     for block in BASH_BLOCK.findall((PROJECT_ROOT / "README.md").read_text()):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #")[0].strip()
+            for substituted in re.findall(r"\$\(([^)]*)\)", line):  # $(bgen home): a command too
+                commands.append(shlex.split(substituted))
+            line = re.sub(r"^([A-Z_]+=(\$\([^)]*\)|\S+)\s+)+", "", line)  # VAR=value prefixes
             if line and not line.startswith("#"):
-                words = shlex.split(line)
-                while words and re.match(r"^[A-Z_]+=", words[0]):  # VAR=value prefixes
-                    words = words[1:]
-                commands.append(words)
+                commands.append(shlex.split(line))
     return commands
 
 
