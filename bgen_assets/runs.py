@@ -395,6 +395,7 @@ class Runner:
         """The experiments' predictors on real data and with each usable generator, where stale or
         missing: real-data predictors and training sets first (the generator ones start from them),
         then the generators' side by side."""
+        self.defs.resources["tracking"].prepare(dataset)
         real = [AssetKey([dataset, f"{spec.name}_real"]) for spec in experiments]
         training_sets = [AssetKey([dataset, f"training_set_{g}"]) for spec in experiments for g in spec.generators if g in usable]
         with_generators = [AssetKey([dataset, f"{spec.name}_with_{g}"]) for spec in experiments

@@ -113,6 +113,12 @@ class MlflowTracking(ConfigurableResource):
             Path(self.uri().removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.uri())
 
+    def prepare(self, dataset: str) -> None:
+        """Create the store (its schema migrations) and the dataset's experiment once, before
+        several worker processes train at the same time and would race to create them."""
+        client = self.client()
+        self.experiment_id(client, dataset)
+
     def experiment_id(self, client, dataset: str) -> str:
         experiment = client.get_experiment_by_name(dataset)
         if experiment is not None:

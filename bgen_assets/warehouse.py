@@ -79,7 +79,7 @@ class Warehouse(ConfigurableResource):
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             con.register("partitions", partitions)
             for table, frame in frames.items():
-                if frame.empty and not con.execute(TABLE_EXISTS, [schema, table]).fetchone()[0]:
+                if frame.empty and not con.execute(TABLE_EXISTS, [schema, table]).fetchall()[0][0]:
                     continue  # an empty frame has no column types to create the table from: the first rows will
                 con.register("incoming", frame)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {quoted(schema, table)} AS SELECT * FROM incoming LIMIT 0")
