@@ -137,10 +137,12 @@ def cmd_run(args) -> None:
     started = time.perf_counter()
     columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        runner.on_progress = ProgressBars(progress)
-        run_scope(runner, datasets, args.generator, args.experiment, stages)
-    console.print(stage_table(runner))
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            runner.on_progress = ProgressBars(progress)
+            run_scope(runner, datasets, args.generator, args.experiment, stages)
+    finally:  # stopped or failed too: what each stage did so far
+        console.print(stage_table(runner))
     console.print(summary(runner, datasets))
     console.print(f"finished in {time.perf_counter() - started:.0f} s")
 
