@@ -79,8 +79,8 @@ class Warehouse(ConfigurableResource):
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             con.register("partitions", partitions)
             for table, frame in frames.items():
-                if frame.empty and not con.execute(TABLE_EXISTS, [schema, table]).fetchall()[0][0]:
-                    continue  # an empty frame has no column types to create the table from: the first rows will
+                if frame.empty:  # DuckDB types an empty object column NULL, and NULL columns refuse later text
+                    frame = frame.astype({column: "string" for column in frame.columns if frame[column].dtype == object})
                 con.register("incoming", frame)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {quoted(schema, table)} AS SELECT * FROM incoming LIMIT 0")
                 con.execute(f"DELETE FROM {quoted(schema, table)} t USING partitions p WHERE {keys}")
