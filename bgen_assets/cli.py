@@ -137,11 +137,15 @@ def cmd_run(args) -> None:
     started = time.perf_counter()
     columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
+    runner.start_workers()  # they start up while the shared assets are checked
+    stopped = True
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             runner.on_progress = ProgressBars(progress)
             run_scope(runner, datasets, args.generator, args.experiment, stages)
+        stopped = False
     finally:  # stopped or failed too: what each stage did so far
+        runner.close(stopped)
         console.print(stage_table(runner))
     console.print(summary(runner, datasets))
     console.print(f"finished in {time.perf_counter() - started:.0f} s")
@@ -159,7 +163,10 @@ def cmd_build(args) -> None:
 
 def cmd_user(args) -> None:
     runner = _runner(args.scope, args.workers)
-    done = runner.materialize_user(args.dataset, args.user, generator=args.generator, max_weeks=args.max_weeks)
+    try:
+        done = runner.materialize_user(args.dataset, args.user, generator=args.generator, max_weeks=args.max_weeks)
+    finally:
+        runner.close()
     if not any(done.values()):
         console.print(f"{args.dataset} user {args.user}: everything up to date, nothing materialised")
     for key, count in done.items():

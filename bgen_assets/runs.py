@@ -162,6 +162,7 @@ class Runner:
     on_progress: object = None      # callable(stage, done_units, total_units) for progress bars
     user_weeks_per_run: int | None = None  # default: enough runs to balance the workers, >= 25 user-weeks each
     stages: list[StageRecord] = field(default_factory=list)
+    _pool: object = field(default=None, repr=False)   # the command's WorkerPool, once started
 
     @classmethod
     def for_project(cls, project: Project, instance: DagsterInstance, catalog: Catalog | None = None,
@@ -172,6 +173,27 @@ class Runner:
         one_planned_event_per_run()
         fail_dead_runs(instance)
         return cls(project, build_definitions(project, catalog), instance, catalog, workers)
+
+    def worker_pool(self):
+        """The worker processes (started on first use, or early by `start_workers`)."""
+        from bgen_assets.workers import WorkerPool
+
+        if self._pool is None:
+            self._pool = WorkerPool(self)
+        return self._pool
+
+    def start_workers(self) -> None:
+        if self.workers > 1:
+            self.worker_pool()
+
+    def close(self, stopped: bool = False) -> None:
+        if self._pool is None:
+            return
+        if stopped:
+            self._pool.kill()
+        else:
+            self._pool.close()
+        self._pool = None
 
     @property
     def warehouse(self) -> Warehouse:

@@ -47,23 +47,37 @@ def _run(request):
     return _runner.materialize_request(request)
 
 
+class WorkerPool:
+    """`workers` spawned processes, started once per command (they import the project and build its
+    definitions while the command does its first checks) and reused by every stage."""
+
+    def __init__(self, runner):
+        threads = max(1, (os.cpu_count() or 1) // runner.workers)
+        self.pool = multiprocessing.get_context("spawn").Pool(
+            runner.workers, _start_worker,
+            (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads))
+
+    def run(self, requests: list) -> Iterator:
+        try:
+            yield from self.pool.imap_unordered(_run, requests)
+        except BaseException:  # stopping (Ctrl-C, SIGTERM) or a failed run: the workers go at once
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        for process in multiprocessing.active_children():
+            process.kill()   # SIGKILL: Dagster's handlers inside a worker may swallow SIGTERM
+        self.pool.terminate()
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
 def run_requests(runner, requests: list) -> Iterator:
     """Each request's outcome as it completes (in this process when one worker suffices)."""
     if runner.workers <= 1 or len(requests) <= 1:
         for request in requests:
             yield runner.materialize_request(request)
         return
-    workers = min(runner.workers, len(requests))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, _start_worker,
-                        (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads))
-    try:
-        yield from pool.imap_unordered(_run, requests)
-    except BaseException:  # stopping (Ctrl-C, SIGTERM) or a failed run: the workers go at once
-        for process in multiprocessing.active_children():
-            process.kill()   # SIGKILL: Dagster's handlers inside a worker may swallow SIGTERM
-        pool.terminate()
-        raise
-    pool.close()
-    pool.join()
+    yield from runner.worker_pool().run(requests)

@@ -45,6 +45,7 @@ def test_eight_partitions_in_parallel_on_one_state_directory(built):
 
     parallel = dataclasses.replace(built, workers=4, user_weeks_per_run=1, stages=[])
     assert parallel.generate("tokyo", "markov", users, 4) == 8
+    parallel.close()
     outcomes = parallel.stages[-1].outcomes
     assert len(outcomes) == 8  # one run per partition, each succeeded (a lock error fails its run)
     pids = {built.instance.get_run_by_id(outcome.run_id).tags[PID_TAG] for outcome in outcomes}
