@@ -106,6 +106,19 @@ def population_events(runner: Runner, with_profiles: bool = False):
 
 
 @contextmanager
+def built_on_copied_data(folder: Path, fixture_data: Path):
+    """The fixture project on its own copy of the data (a test may edit the files), shared assets
+    built; yields (runner, data directory)."""
+    data = folder / "data"
+    shutil.copytree(fixture_data, data)
+    project = load_project(write_project(folder, data))
+    with project_instance(folder / "dagster") as instance:
+        runner = Runner.for_project(project, instance)
+        runner.build_shared()
+        yield runner, data
+
+
+@contextmanager
 def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
     """The fixture project with one generator declaration only (the repository's, `params` laid
     over its own), its shared assets and that generator's Tokyo model materialised."""

@@ -16,7 +16,7 @@ from bgen_assets.llm import LLMResponse
 from bgen_assets.llm.cache import CachedBackend
 from bgen_assets.llm.loopback_server import serve
 from bgen_assets.runs import RunFailed, Runner
-from conftest import project_instance, read_gz_lines, write_project
+from conftest import built_on_copied_data, project_instance, read_gz_lines, write_project
 from test_behaviorgen_loopback import declare
 from test_openai_backend import request
 
@@ -30,12 +30,7 @@ def only_loopback_generator(tmp_path):
 
 
 def test_an_early_week_registered_last_still_builds_every_stale_week(tmp_path, fixture_data):
-    data = tmp_path / "data"
-    shutil.copytree(fixture_data, data)
-    project = load_project(write_project(tmp_path, data))
-    with project_instance(tmp_path / "dagster") as instance:
-        runner = Runner.for_project(project, instance)
-        runner.build_shared()
+    with built_on_copied_data(tmp_path, fixture_data) as (runner, data):
         lines = read_gz_lines(data / "tokyo_checkins.csv.gz")
         row = next(line for line in lines if line.startswith("1004,")).rstrip("\n").split(",")
         row[1] = "2018-12-20 12:00:00"  # a week before every registered week: registered last

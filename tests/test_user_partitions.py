@@ -6,9 +6,9 @@ import shutil
 from dagster import AssetKey
 
 from bgen_assets.catalog import Catalog
-from bgen_assets.config import MODELS_DIR, load_project
+from bgen_assets.config import MODELS_DIR
 from bgen_assets.runs import Runner
-from conftest import project_instance, read_gz_lines, write_project
+from conftest import built_on_copied_data, read_gz_lines
 
 SYNTHETIC = AssetKey(["tokyo", "synthetic_markov"])
 SEGMENTS = AssetKey(["tokyo", "weekly_segments"])
@@ -59,12 +59,7 @@ def test_single_user_materialises_exactly_that_user(built):
 
 
 def test_a_change_to_one_users_raw_events_makes_only_that_user_stale(tmp_path, fixture_data):
-    data = tmp_path / "data"
-    shutil.copytree(fixture_data, data)
-    project = load_project(write_project(tmp_path, data))
-    with project_instance(tmp_path / "dagster") as instance:
-        runner = Runner.for_project(project, instance)
-        runner.build_shared()
+    with built_on_copied_data(tmp_path, fixture_data) as (runner, data):
         split = runner.warehouse.query("SELECT * FROM tokyo.user_split ORDER BY user_id")
         changed = split[split.role == "individual"].user_id.iloc[0]  # population users would change the fit
         untouched = split[split.user_id != changed].user_id.iloc[0]
