@@ -8,7 +8,9 @@ import sys
 import time
 
 from rich.console import Console
+from rich.progress import ProgressColumn
 from rich.table import Table
+from rich.text import Text
 
 from bgen_assets.config import ConfigError, project
 
@@ -69,15 +71,36 @@ def stage_table(runner) -> Table:
 
 
 class ProgressBars:
-    """A live bar per stage: done/total units (partitions, fits, predictors), rate and ETA."""
+    """A live bar per stage: done/total units (weeks, fits, predictors), rate and ETA; and one for
+    the training running now: its epochs (of at most max_epochs) and its latest validation loss."""
 
     def __init__(self, progress):
         self.progress, self.tasks = progress, {}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, unit: str = "") -> None:
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total)
+            self.tasks[stage] = self.progress.add_task(stage, total=total, unit=unit)
         self.progress.update(self.tasks[stage], completed=done, total=total)
+
+    def epoch(self, topic: str, figures: dict) -> None:
+        loss = figures.get("valid_loss", figures.get("train_loss"))
+        kind = "valid" if "valid_loss" in figures else "train"
+        label = f"  {figures["run"][:34]} · {kind} loss {loss:.3f}"
+        if "epochs" not in self.tasks:
+            self.tasks["epochs"] = self.progress.add_task(label, total=figures["max_epochs"], unit="epochs")
+        self.progress.update(self.tasks["epochs"], description=label, completed=figures["epoch"],
+                             total=figures["max_epochs"])
+
+
+class RateColumn(ProgressColumn):
+    """`12.3 weeks/s`, or `40 s/epoch` when slower than one per second."""
+
+    def render(self, task) -> Text:
+        if not task.speed:
+            return Text("")
+        unit = task.fields.get("unit", "")
+        rate = f"{task.speed:.1f} {unit}/s" if task.speed >= 1 else f"{1 / task.speed:.0f} s/{unit.removesuffix('s')}"
+        return Text(rate, style="progress.data.speed")
 
 
 def run_scope(runner, datasets: list[str], generators: list[str] | None, experiments: list[str] | None,
@@ -128,6 +151,8 @@ def run_scope(runner, datasets: list[str], generators: list[str] | None, experim
 def cmd_run(args) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from bgen_assets.progress import listen
+
     runner = _runner(args.scope, args.workers)
     datasets = runner.project.scope_datasets() if args.dataset is None else args.dataset
     unknown = set(datasets) - set(runner.project.datasets)
@@ -135,16 +160,18 @@ def cmd_run(args) -> None:
         raise ConfigError(f"unknown dataset(s) {sorted(unknown)}; declared: {', '.join(runner.project.datasets)}")
     stages = STAGES if args.stage is None else STAGES[: STAGES.index(args.stage) + 1] if args.through else (args.stage,)
     started = time.perf_counter()
-    columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
     runner.start_workers()  # they start up while the shared assets are checked
     stopped = True
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            runner.on_progress = ProgressBars(progress)
+            runner.on_progress = bars = ProgressBars(progress)
+            listen(bars.epoch)
             run_scope(runner, datasets, args.generator, args.experiment, stages)
         stopped = False
     finally:  # stopped or failed too: what each stage did so far
+        listen(None)
         runner.close(stopped)
         console.print(stage_table(runner))
     console.print(summary(runner, datasets))

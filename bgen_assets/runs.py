@@ -159,7 +159,7 @@ class Runner:
     instance: DagsterInstance
     catalog: Catalog | None = None
     workers: int = 1
-    on_progress: object = None      # callable(stage, done_units, total_units) for progress bars
+    on_progress: object = None      # callable(stage, done, total, unit) for progress bars
     user_weeks_per_run: int | None = None  # default: enough runs to balance the workers, >= 25 user-weeks each
     stages: list[StageRecord] = field(default_factory=list)
     _pool: object = field(default=None, repr=False)   # the command's WorkerPool, once started
@@ -258,8 +258,9 @@ class Runner:
         partition_range = (partition_key, partition_key) if partition_key else None
         return self.materialize_request(RunRequest(tuple(keys), partition_range, 1, tolerated_checks)).failed_checks
 
-    def execute(self, stage: str, requests: list[RunRequest]) -> list[RunOutcome]:
-        """Run the requests, on `workers` processes when more than one, reporting progress."""
+    def execute(self, stage: str, requests: list[RunRequest], unit: str = "runs") -> list[RunOutcome]:
+        """Run the requests, on `workers` processes when more than one, reporting progress in
+        `unit`s (what a request's `units` count)."""
         from bgen_assets.workers import run_requests
 
         total = sum(r.units for r in requests)
@@ -267,23 +268,24 @@ class Runner:
         self.stages.append(record)
         started = time.perf_counter()
         if self.on_progress and requests:
-            self.on_progress(stage, 0, total)
+            self.on_progress(stage, 0, total, unit)
         for outcome in run_requests(self, requests):
             record.add(outcome)
             record.wall_s = time.perf_counter() - started
             if self.on_progress:
-                self.on_progress(stage, record.units, total)
+                self.on_progress(stage, record.units, total, unit)
         return record.outcomes
 
     def _rebuild_outdated(self, stage: str, keys: list[AssetKey], tolerated_checks: tuple[str, ...] = (),
-                          independent: bool = False) -> list[AssetKey]:
+                          independent: bool = False, unit: str = "assets") -> list[AssetKey]:
         """Rebuild those of `keys` that are stale or missing, with what depends on them among
         `keys`: one run, or one run each when `independent` (none depends on another)."""
         outdated = [key for key in keys if self.stale_or_missing(key)]
         if outdated:
             groups = [(key,) for key in outdated] if independent else [tuple(
                 key for key in keys if key in AssetSelection.assets(*outdated).downstream().resolve(self.graph))]
-            self.execute(stage, [RunRequest(tuple(g), None, len(g), tolerated_checks, only_if_stale=True) for g in groups])
+            self.execute(stage, [RunRequest(tuple(g), None, len(g), tolerated_checks, only_if_stale=True) for g in groups],
+                         unit)
         return outdated
 
     def build_shared(self, datasets: Iterable[str] | None = None) -> list[AssetKey]:
@@ -294,7 +296,7 @@ class Runner:
         datasets = list(datasets or self.project.datasets)
         graph = self.graph
         observed = [key for key in graph.get_all_asset_keys() if graph.get(key).is_observable and key.path[0] in datasets]
-        self.execute("observe sources", [RunRequest(tuple(observed))])
+        self.execute("observe sources", [RunRequest(tuple(observed))], "observations")
         return self._rebuild_outdated("shared assets", self.shared_keys(datasets))
 
     def shared_keys(self, datasets: Iterable[str] | None = None) -> list[AssetKey]:
@@ -349,14 +351,15 @@ class Runner:
                 else:
                     runs.append([user])
         segments = AssetKey([dataset, "weekly_segments"])
-        self.execute(f"{dataset} weekly segments", [RunRequest((segments,), (run[0], run[-1]), len(run)) for run in runs])
+        self.execute(f"{dataset} weekly segments", [RunRequest((segments,), (run[0], run[-1]), len(run)) for run in runs],
+                     "users")
         return len(stale)
 
     def fit_generators(self, dataset: str, generators: list[str]) -> list[AssetKey]:
         """The generators' fitted models (`DS/NAME_model`) where stale or missing, side by side."""
         fitted = [AssetKey([dataset, f"{name}_model"]) for name in generators]
         return self._rebuild_outdated(f"{dataset} fit generators", [k for k in fitted if self.graph.has(k)],
-                                      independent=True)
+                                      independent=True, unit="fits")
 
     def synthetic_status(self, dataset: str, generator: str, user_ids: list[str] | None,
                          max_weeks: int | None) -> pd.DataFrame:
@@ -379,7 +382,8 @@ class Runner:
         blocks = partition_blocks(status, self.instance.get_dynamic_partitions(users(dataset).name),
                                   self.instance.get_dynamic_partitions(weeks(dataset).name), per_run)
         key = AssetKey([dataset, f"synthetic_{generator}"])
-        self.execute(f"{dataset} {generator}", [RunRequest((key,), block.range, block.user_weeks) for block in blocks])
+        self.execute(f"{dataset} {generator}", [RunRequest((key,), block.range, block.user_weeks) for block in blocks],
+                     "weeks")
         return stale
 
     def check_shared_built(self, dataset: str, generators: list[str]) -> None:
@@ -423,7 +427,8 @@ class Runner:
         with_generators = [AssetKey([dataset, f"{spec.name}_with_{g}"]) for spec in experiments
                            for g in spec.generators if g in usable]
         rebuilt = self._rebuild_outdated(f"{dataset} train on real", real + list(dict.fromkeys(training_sets)), independent=True)
-        return rebuilt + self._rebuild_outdated(f"{dataset} train with generators", with_generators, independent=True)
+        return rebuilt + self._rebuild_outdated(f"{dataset} train with generators", with_generators, independent=True,
+                                              unit="predictors")
 
     def build_summaries(self, dataset: str) -> list[AssetKey]:
         """The dataset's result tables and report, from whatever has been trained and evaluated."""

@@ -33,6 +33,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from bgen_assets import progress
 from bgen_assets.config import project
 
 LINEAGE_TAG = "bgen.lineage."   # + asset key -> data version of the training set's inputs
@@ -51,6 +52,8 @@ class TrainingRun:
     dataset: str
     run_id: str
     experiment_id: str
+    name: str = ""
+    max_epochs: int | None = None     # from the config, for the progress display
 
     @property
     def url(self) -> str:
@@ -64,6 +67,7 @@ class TrainingRun:
 
         self.client.log_batch(self.run_id, metrics=[Metric(_metric_name(name), float(value), _now_ms(), epoch)
                                                     for name, value in figures.items()])
+        progress.report("epoch", run=self.name, epoch=epoch, max_epochs=self.max_epochs, **figures)
 
     def log_metrics(self, figures: Mapping[str, float], prefix: str = "") -> None:
         from mlflow.entities import Metric
@@ -142,10 +146,10 @@ class MlflowTracking(ConfigurableResource):
             all_tags[PARENT_TAG] = parent if isinstance(parent, str) else parent.run_id
         experiment = self.experiment_id(client, dataset)
         run = client.create_run(experiment, run_name=run_name, tags=all_tags)
-        tracked = TrainingRun(client, self, dataset, run.info.run_id, experiment)
         from mlflow.entities import Param
 
         config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
+        tracked = TrainingRun(client, self, dataset, run.info.run_id, experiment, run_name, config.get("max_epochs"))
         client.log_batch(tracked.run_id, params=[Param(key, str(value))
                                                  for key, value in {**config, **(params or {})}.items()])
         try:

@@ -27,17 +27,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _start_worker(project, models_dir, instance_ref, threads: int) -> None:
+def _start_worker(project, models_dir, instance_ref, threads: int, reports) -> None:
     _die_with_parent()
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(threads)   # before torch is imported: N workers share the cores
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     from dagster import DagsterInstance
 
+    from bgen_assets import progress
     from bgen_assets.catalog import Catalog
     from bgen_assets.definitions import build_definitions
     from bgen_assets.runs import Runner
 
+    progress.forward_to(reports)
     global _runner
     _runner = Runner(project, build_definitions(project, Catalog(project, models_dir)),
                      DagsterInstance.from_ref(instance_ref), Catalog(project, models_dir))
@@ -52,10 +54,15 @@ class WorkerPool:
     definitions while the command does its first checks) and reused by every stage."""
 
     def __init__(self, runner):
+        from bgen_assets import progress
+
         threads = max(1, (os.cpu_count() or 1) // runner.workers)
-        self.pool = multiprocessing.get_context("spawn").Pool(
+        context = multiprocessing.get_context("spawn")
+        self.reports = context.Queue()   # epochs and other live figures from the workers' steps
+        self.relay = progress.relay(self.reports)
+        self.pool = context.Pool(
             runner.workers, _start_worker,
-            (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads))
+            (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads, self.reports))
 
     def run(self, requests: list) -> Iterator:
         try:
@@ -67,11 +74,13 @@ class WorkerPool:
     def kill(self) -> None:
         for process in multiprocessing.active_children():
             process.kill()   # SIGKILL: Dagster's handlers inside a worker may swallow SIGTERM
-        self.pool.terminate()
+        self.pool.terminate()   # the relay thread is a daemon: a killed worker may hold the queue's lock
 
     def close(self) -> None:
         self.pool.close()
         self.pool.join()
+        self.reports.put(None)
+        self.relay.join()
 
 
 def run_requests(runner, requests: list) -> Iterator:

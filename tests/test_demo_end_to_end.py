@@ -10,11 +10,11 @@ import duckdb
 import pytest
 
 from bgen_assets.config import PROJECT_ROOT, load_project
-from conftest import write_project
+from conftest import SUBPROCESS_TIMEOUT, write_project
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # two whole demo runs, offline LLM and trainings included
+@pytest.mark.timeout(3 * SUBPROCESS_TIMEOUT)  # two whole demo runs, offline LLM and trainings included
 def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
     def with_behaviorgen_user(raw):  # 1004 is a BehaviorGen demo user (one offline-model batch); 638 is individual
         raw["scopes"]["demo"]["tokyo"]["users"] = ["1004", "638"]
@@ -23,8 +23,10 @@ def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
     project_file = write_project(tmp_path, fixture_data, with_behaviorgen_user)
     env = {**os.environ, "BGEN_PROJECT": str(project_file), "COLUMNS": "200"}
     bgen = Path(sys.executable).parent / "bgen"
-    result = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                            timeout=2 * SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert " weeks/s " in result.stdout and " · valid loss " in result.stdout  # live rates, the running training
 
     project = load_project(project_file)
     with duckdb.connect(str(project.warehouse_path), read_only=True) as con:
@@ -62,7 +64,7 @@ def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
         assert ("smollm2-135m-instruct via hf_local" in report) == (dataset == "tokyo")  # the model used, where it ran
         assert (project.home / "reports" / dataset / "fidelity.png").read_bytes().startswith(b"\x89PNG")
     # a second demo run finds everything up to date
-    again = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert again.returncode == 0 and "tokyo/synthetic_markov: 0 user-week(s) generated" in again.stdout
     assert "tokyo/synthetic_behaviorgen: 0 user-week(s) generated" in again.stdout
     assert "tokyo: evaluated 4 generators, rebuilt nothing" in again.stdout
