@@ -15,6 +15,14 @@ Mutations:
   gate-mia-off           the privacy gate ignores the membership-inference accuracy
   source-always-new      observing a source file gives a new data version every time
   constant-code-version  a generator's code version is its kind alone, whatever its declaration
+and claims the suite did not test (issue 15's list):
+  ubiqlog-gap-strict     UbiqLog spans exactly 60 s apart no longer merge into one session
+  ubiqlog-no-seed        UbiqLog's hand seed (package -> intent) is ignored
+  replacement-with-real  the replacement scenario also fine-tunes on the user's real train part
+  augmentation-any-week  the augmentation scenario takes every synthetic week, not only those
+                         conditioned on the limited records
+  scope-epochs-uncapped  a scope's `max_epochs` no longer caps training
+  scope-users-uncapped   a scope's `max_pretrain_users` no longer samples the population
 
 Exit status: 0 when every mutation is caught, 1 otherwise (a miss, a failing unmutated run, or
 a mutation that no longer applies because the code it replaces has changed)."""
@@ -58,6 +66,19 @@ MUTATIONS = (
     Mutation("constant-code-version", (("bgen_assets/assets/synthetic.py",
                                         'return f"{spec.kind}-{digest.hexdigest()[:12]}"', "return spec.kind"),),
              ("tests/test_user_partitions.py::test_editing_a_generator_declarations_params_makes_its_partitions_stale",)),
+    Mutation("ubiqlog-gap-strict", (("models/ubiqlog/app_sessions.sql", "WHEN span_start > previous_end",
+                                     "WHEN span_start >= previous_end"),), ("tests/test_ubiqlog_models.py",)),
+    Mutation("ubiqlog-no-seed", (("models/ubiqlog/events.sql", "coalesce(pi.intent, cgi.intent",
+                                  "coalesce(cgi.intent"),), ("tests/test_ubiqlog_models.py",)),
+    Mutation("replacement-with-real", (("bgen_assets/experiments.py", 'sources, valid_rows = {"synthetic"',
+                                        'sources, valid_rows = {"real": real_train, "synthetic"'),),
+             ("tests/test_experiment_scenarios.py",)),
+    Mutation("augmentation-any-week", (("bgen_assets/experiments.py", 'weeks = synthetic[synthetic["limited"]]',
+                                        "weeks = synthetic"),), ("tests/test_experiment_scenarios.py",)),
+    Mutation("scope-epochs-uncapped", (("bgen_assets/experiments.py", "cap = self.scoped(scope).max_epochs",
+                                        "cap = None"),), ("tests/test_experiment_scenarios.py",)),
+    Mutation("scope-users-uncapped", (("bgen_assets/experiments.py", "if users is not None and users < len(chosen):",
+                                       "if False:"),), ("tests/test_experiment_scenarios.py",)),
 )
 
 
