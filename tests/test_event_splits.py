@@ -3,6 +3,8 @@ individual user's validation or test period."""
 
 from dagster import AssetKey
 
+from bgen_assets.generators import markov
+
 
 def test_parts_follow_time_order_and_declared_shares(built):
     splits = built.warehouse.query("SELECT * FROM tokyo.event_splits ORDER BY user_id, event_number")
@@ -37,3 +39,24 @@ def test_generators_never_condition_on_validation_or_test_weeks(built):
     unseen = set(segments.week) - train_weeks
     materialised = built.instance.get_materialized_partitions(AssetKey(["tokyo", "synthetic_markov"]))
     assert unseen and not {f"{user}|{week}" for week in unseen} & materialised  # not even empty partitions
+
+
+def test_the_synthetic_asset_gives_a_generator_only_the_history_up_to_its_week(built, monkeypatch):
+    roles = built.warehouse.query("SELECT user_id, role FROM tokyo.user_split")
+    user = roles.loc[roles.role == "individual", "user_id"].sort_values().iloc[0]
+    built.materialize_user("tokyo", user, "markov")  # its weekly segments
+    segments = built.warehouse.query("SELECT * FROM tokyo.weekly_segments WHERE user_id = ? ORDER BY ts", [user])
+    week = sorted(segments.week.unique())[1]  # later weeks exist, train and valid/test
+    given = []
+
+    def recording(model, tasks, spec, context):
+        given.extend(tasks)
+        return generate_weeks(model, tasks, spec, context)
+
+    generate_weeks = markov.generate_weeks
+    monkeypatch.setattr(markov, "generate_weeks", recording)
+    built._materialize([AssetKey(["tokyo", "synthetic_markov"])], partition_key=f"{user}|{week}")  # even if built
+    assert [(task.user, task.week) for task in given] == [(user, week)]
+    history = given[0].history
+    assert history["week"].max() == week
+    assert len(history) == (segments.week <= week).sum()  # the whole past, nothing after

@@ -21,9 +21,10 @@ def fitted(built):
 
 
 def generate(fitted, week, seed, history=None):
+    """The generator given the user's whole history: leaving out later weeks is its own job."""
     model, full_history, params, _ = fitted
     history = full_history if history is None else history
-    return markov.generate(model, history[history.week <= week], week, params, np.random.default_rng(seed), 30)
+    return markov.generate(model, history, week, params, np.random.default_rng(seed), 30)
 
 
 def test_fit_table_round_trips(fitted):

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bgen_assets.config import PrivacyGate
 from bgen_assets.evaluation import privacy
+from bgen_assets.evaluation.gate import judge
 from bgen_assets.evaluation.fidelity import with_week
 
 
@@ -82,17 +84,27 @@ def test_membership_samples_are_balanced_and_leave_out_unused_weeks():
     assert len(samples[~samples["member"]]) == 2 and set(samples[~samples["member"]]["user_id"]) <= {"b", "c"}
 
 
-def test_privacy_table_flags_copies_and_not_shuffled_weeks():
-    rng = np.random.default_rng(1)
+def random_real_weeks(rng) -> pd.DataFrame:
+    """12 users x 3 weeks, each week 12 events in distinct random slots at random places among 30."""
     slots = pd.date_range("2019-01-07", periods=7 * 48, freq="30min")
     real = pd.concat([
         events([(f"u{u}", slots[s], f"L{rng.integers(30)}") for s in rng.choice(len(slots), 12, replace=False)]
                ).assign(ts=lambda f, w=w: f["ts"] + pd.Timedelta(weeks=w))
         for u in range(12) for w in range(3)], ignore_index=True)
-    real = real.assign(weekday=real["ts"].dt.weekday)
+    return real.assign(weekday=real["ts"].dt.weekday)
+
+
+def copies_of_half_the_users(real: pd.DataFrame) -> pd.DataFrame:
+    """Users u0-u5's weeks written again one week later: a generator that copies its input."""
     weeks = with_week(real)
     generated = weeks[weeks["user_id"].isin([f"u{u}" for u in range(6)])]
-    copies = generated.assign(ts=generated["ts"] + pd.Timedelta(weeks=1))
+    return generated.assign(ts=generated["ts"] + pd.Timedelta(weeks=1))
+
+
+def test_privacy_table_flags_copies_and_not_shuffled_weeks():
+    rng = np.random.default_rng(1)
+    real = random_real_weeks(rng)
+    copies = copies_of_half_the_users(real)
     fresh = copies.assign(location=rng.permutation(copies["location"].to_numpy()))  # same times, other places
     copy_table, copy_weeks = privacy.privacy_table(real, [copies], "copy", 30)
     fresh_table, _ = privacy.privacy_table(real, [fresh], "fresh", 30)
@@ -104,3 +116,20 @@ def test_privacy_table_flags_copies_and_not_shuffled_weeks():
     assert fresh_all["share_top1_at_least"] == 0.0 and fresh_all["mia_accuracy"] <= 0.75
     empty, _ = privacy.privacy_table(real, [copies.iloc[:0]], "none", 30)
     assert empty["synthetic_weeks"].tolist() == [0]
+
+
+def test_the_gate_fails_weeks_below_the_overlap_level_that_still_give_their_users_away():
+    real = random_real_weeks(np.random.default_rng(2))
+    copies = copies_of_half_the_users(real)
+    # every third event kept, the others moved elsewhere: each synthetic week overlaps its real week by 1/3
+    partial = copies.assign(location=copies["location"].where(np.arange(len(copies)) % 3 == 0, "Elsewhere"))
+    table, _ = privacy.privacy_table(real, [partial], "partial", 30)
+    summary = table.iloc[0].to_dict()
+    gate = PrivacyGate()
+    assert summary["top1_overlap_mean"] == pytest.approx(1 / 3)
+    assert summary["share_top1_at_least"] == 0.0  # no near copy: the overlap criterion passes
+    assert summary["mia_accuracy"] > gate.max_membership_inference_accuracy
+    passed, reason = judge(summary, gate)
+    assert not passed
+    assert reason == (f"privacy gate failed: membership inference accuracy {summary['mia_accuracy']:.3f} "
+                      f"(privacy_gate.max_membership_inference_accuracy = {gate.max_membership_inference_accuracy:g})")
