@@ -87,14 +87,13 @@ def peak_rss_mb() -> float:
 
 
 def generation_context(project: Project, dataset: str, warehouse: Warehouse) -> GenerationContext:
-    pairs = warehouse.query(f'SELECT location, intent, events FROM "{dataset}".vocabulary ORDER BY events DESC')
-    intents_by_location = {location: tuple(group["intent"]) for location, group in pairs.groupby("location", sort=False)}
+    pairs = warehouse.query(f'SELECT location, intent FROM "{dataset}".vocabulary ORDER BY location, intent')
+    intents_by_location = {location: tuple(group["intent"]) for location, group in pairs.groupby("location")}
     return GenerationContext(
         dataset=dataset,
         description=project.datasets[dataset].description,
         slot_minutes=project.slot_minutes,
         vocabulary=EventVocabulary(intents_by_location),
-        popular_locations=list(dict.fromkeys(pairs["location"]))[:8],
         state_dir=project.home,
         model_dir=project.model_cache,
     )
