@@ -115,7 +115,7 @@ def test_one_users_edit_costs_llm_calls_for_that_user_only(tmp_path, fixture_dat
             assert not runner.synthetic_status("tokyo", "bg_loopback", [edited, *untouched], 3)["stale"].any()
 
 
-def test_failed_weeks_are_retried_on_the_next_run(tmp_path, fixture_data, monkeypatch):
+def test_failed_weeks_are_retried_on_the_next_run_and_their_failures_kept(tmp_path, fixture_data, monkeypatch):
     monkeypatch.setenv("BGEN_TEST_API_KEY", "sk-test-not-a-secret")
     models = only_loopback_generator(tmp_path)
     project = load_project(write_project(tmp_path, fixture_data))
@@ -133,6 +133,10 @@ def test_failed_weeks_are_retried_on_the_next_run(tmp_path, fixture_data, monkey
         second = runner.warehouse.query("SELECT * FROM tokyo.synthetic_bg_loopback_log ORDER BY week")
         assert (second["status"] == "ok").all() and second["llm_calls"].gt(0).all()
         assert runner.materialize_user("tokyo", "1004", "bg_loopback", max_weeks=3)["tokyo/synthetic_bg_loopback"] == 0
+        # the first run's failures stay visible after the retry succeeded: its log rows, attempts and errors
+        failures = runner.warehouse.query("SELECT * FROM tokyo.synthetic_bg_loopback_failures ORDER BY week")
+        pd.testing.assert_frame_equal(failures.drop(columns="run_id"), first)
+        assert failures["errors"].str.contains("500").all() and failures["run_id"].nunique() == 1
 
 
 def test_a_long_key_echoed_by_the_server_is_redacted_before_it_is_cut(tmp_path, fixture_data, monkeypatch):
