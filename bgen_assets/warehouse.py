@@ -70,20 +70,23 @@ class Warehouse(ConfigurableResource):
             con.execute(f"CREATE OR REPLACE TABLE {quoted(schema, table)} AS SELECT * FROM incoming")
             con.execute("COMMIT")
 
-    def replace_partitions(self, schema: str, frames: dict[str, pd.DataFrame], partitions: pd.DataFrame) -> None:
+    def replace_partitions(self, schema: str, frames: dict[str, pd.DataFrame], partitions: pd.DataFrame,
+                           appended: dict[str, pd.DataFrame] | None = None) -> None:
         """Replace the rows of the given partitions (one row per partition, its key columns) in
-        each table, in one transaction."""
+        each table of `frames`, and add the rows of `appended` to theirs (histories, which keep
+        what a partition's earlier builds wrote), in one transaction."""
         keys = " AND ".join(f't."{column}" = p."{column}"' for column in partitions.columns)
         with self.connect() as con:
             con.execute("BEGIN")
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             con.register("partitions", partitions)
-            for table, frame in frames.items():
+            for table, frame in {**frames, **(appended or {})}.items():
                 if frame.empty:  # DuckDB types an empty object column NULL, and NULL columns refuse later text
                     frame = frame.astype({column: "string" for column in frame.columns if frame[column].dtype == object})
                 con.register("incoming", frame)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {quoted(schema, table)} AS SELECT * FROM incoming LIMIT 0")
-                con.execute(f"DELETE FROM {quoted(schema, table)} t USING partitions p WHERE {keys}")
+                if table in frames:
+                    con.execute(f"DELETE FROM {quoted(schema, table)} t USING partitions p WHERE {keys}")
                 con.execute(f"INSERT INTO {quoted(schema, table)} BY NAME SELECT * FROM incoming")
                 con.unregister("incoming")
             con.execute("COMMIT")

@@ -1,6 +1,7 @@
 """Holes found by attack (issue "Correctness holes found by attack"), each through the assets:
 partition selection independent of registration order, the LLM cache storing every answer as
-it arrives, failed weeks retried, long keys redacted, too many partitions refused."""
+it arrives, one user's edit costing LLM calls for that user only, failed weeks retried with
+their failures kept, long keys redacted, too many partitions refused."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, load_project
 from bgen_assets.llm import LLMResponse
 from bgen_assets.llm.cache import CachedBackend
-from bgen_assets.llm.loopback_server import serve
+from bgen_assets.llm.loopback_server import serve, stats
 from bgen_assets.runs import RunFailed, Runner
 from conftest import built_on_copied_data, project_instance, read_gz_lines, write_project
 from test_behaviorgen_loopback import declare
@@ -71,7 +72,50 @@ def test_the_cache_keeps_every_answer_that_arrived_before_a_kill(tmp_path):
     assert [r.cached for r in resumed] == [True] * 8 + [False] * 5
 
 
-def test_failed_weeks_are_retried_on_the_next_run(tmp_path, fixture_data, monkeypatch):
+def move_events(data, user: str, source: str, target: str, n: int) -> None:
+    """Relabel `n` of the user's check-ins at `source` as `target` (same intent) in the raw file."""
+    path = data / "tokyo_checkins.csv.gz"
+    events = pd.read_csv(path, dtype=str)
+    rows = events.index[(events["user_id"] == user) & (events["venue_category"] == source)][:n]
+    assert len(rows) == n
+    events.loc[rows, "venue_category"] = target
+    events.to_csv(path, index=False)
+
+
+def test_one_users_edit_costs_llm_calls_for_that_user_only(tmp_path, fixture_data, monkeypatch):
+    monkeypatch.setenv("BGEN_TEST_API_KEY", "sk-test-not-a-secret")
+    models = only_loopback_generator(tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(fixture_data, data)
+    project = load_project(write_project(tmp_path, data))
+    edited, untouched = "1004", ["638", "1032"]
+    with serve() as base_url, project_instance(tmp_path / "dagster") as instance:
+        declare(models, base_url, max_attempts=1)
+        runner = Runner.for_project(project, instance, Catalog(project, models))
+        runner.build_shared()
+        for user in [edited, *untouched]:
+            assert runner.materialize_user("tokyo", user, "bg_loopback", max_weeks=3)["tokyo/synthetic_bg_loopback"] == 3
+
+        def counts():
+            return runner.warehouse.query("SELECT location, count(*) AS n FROM tokyo.events GROUP BY location") \
+                .set_index("location")["n"]
+
+        # every store here is Shop & Service, so no user's profile changes; the first edit moves
+        # one event, the second swaps the ranks of Bookstore and Supermarket in the dataset's counts
+        for target, moved, swapped in (("Supermarket", 1, False), ("Bookstore", 8, True)):
+            move_events(data, edited, "Convenience Store", target, moved)
+            runner.build_shared()
+            assert (counts()["Bookstore"] > counts()["Supermarket"]) == swapped
+            for user in untouched:
+                requests = stats(base_url)["chat_requests"]
+                done = runner.materialize_user("tokyo", user, "bg_loopback", max_weeks=3)
+                assert done["tokyo/synthetic_bg_loopback"] == 0, (user, moved)
+                assert stats(base_url)["chat_requests"] == requests, (user, moved)
+            assert runner.materialize_user("tokyo", edited, "bg_loopback", max_weeks=3)["tokyo/synthetic_bg_loopback"] == 3
+            assert not runner.synthetic_status("tokyo", "bg_loopback", [edited, *untouched], 3)["stale"].any()
+
+
+def test_failed_weeks_are_retried_on_the_next_run_and_their_failures_kept(tmp_path, fixture_data, monkeypatch):
     monkeypatch.setenv("BGEN_TEST_API_KEY", "sk-test-not-a-secret")
     models = only_loopback_generator(tmp_path)
     project = load_project(write_project(tmp_path, fixture_data))
@@ -89,6 +133,10 @@ def test_failed_weeks_are_retried_on_the_next_run(tmp_path, fixture_data, monkey
         second = runner.warehouse.query("SELECT * FROM tokyo.synthetic_bg_loopback_log ORDER BY week")
         assert (second["status"] == "ok").all() and second["llm_calls"].gt(0).all()
         assert runner.materialize_user("tokyo", "1004", "bg_loopback", max_weeks=3)["tokyo/synthetic_bg_loopback"] == 0
+        # the first run's failures stay visible after the retry succeeded: its log rows, attempts and errors
+        failures = runner.warehouse.query("SELECT * FROM tokyo.synthetic_bg_loopback_failures ORDER BY week")
+        pd.testing.assert_frame_equal(failures.drop(columns="run_id"), first)
+        assert failures["errors"].str.contains("500").all() and failures["run_id"].nunique() == 1
 
 
 def test_a_long_key_echoed_by_the_server_is_redacted_before_it_is_cut(tmp_path, fixture_data, monkeypatch):

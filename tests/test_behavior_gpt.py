@@ -53,7 +53,7 @@ def test_direct_generation_under_the_same_seeds_gives_the_stored_rows(built, mat
     weeks = sorted(generated["week"].unique())
     tasks = [WeekTask(USER, week, history[history["week"] <= week], profile, stable_seed(spec.seed, "tokyo", USER, week))
              for week in weeks]
-    context = GenerationContext("tokyo", "", 30, None, [], built.project.home, built.project.model_cache)
+    context = GenerationContext("tokyo", "", 30, None, built.project.home, built.project.model_cache)
     again = pd.concat([r.events.assign(week=t.week) for t, r in zip(tasks, behavior_gpt.generate_weeks(fitted, tasks, spec, context))])
     columns = ["week", "ts", "weekday", "time_slot", "location", "intent"]
     pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), generated[columns].reset_index(drop=True),

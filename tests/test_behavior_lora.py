@@ -35,7 +35,7 @@ def context_of(events, tmp_path_factory):
 
     pairs = events.groupby("location")["intent"].unique()
     return GenerationContext("tokyo", "", 30, EventVocabulary({loc: tuple(i) for loc, i in pairs.items()}),
-                             [], tmp_path_factory.mktemp("state"), load_project().model_cache)
+                             tmp_path_factory.mktemp("state"), load_project().model_cache)
 
 
 def test_the_declaration_builds_nothing_by_default_and_needs_cuda_to_fit(population):

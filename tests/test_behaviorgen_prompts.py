@@ -24,7 +24,6 @@ def history():
 
 class Context:
     vocabulary = VOCABULARY
-    popular_locations = ["Office", "Park"]
     description = "Check-ins of people in a city."
 
 
@@ -40,6 +39,7 @@ def test_full_prompt_has_every_component(history):
     assert "gender: female" in user["content"] and "education" not in user["content"]  # unknown left out
     assert "[3, 08:30, Office, Work]" in user["content"] and "[3, 09:00" not in user["content"]  # only last week
     assert "intent is one of: Food, Outdoors, Work" in user["content"]
+    assert "e.g. Office (Work); Park (Outdoors); Ramen Restaurant (Food)" in user["content"]  # the user's own, by visits
     assert "Monday 2019-01-14" in user["content"]
 
 

@@ -87,14 +87,13 @@ def peak_rss_mb() -> float:
 
 
 def generation_context(project: Project, dataset: str, warehouse: Warehouse) -> GenerationContext:
-    pairs = warehouse.query(f'SELECT location, intent, events FROM "{dataset}".vocabulary ORDER BY events DESC')
-    intents_by_location = {location: tuple(group["intent"]) for location, group in pairs.groupby("location", sort=False)}
+    pairs = warehouse.query(f'SELECT location, intent FROM "{dataset}".vocabulary ORDER BY location, intent')
+    intents_by_location = {location: tuple(group["intent"]) for location, group in pairs.groupby("location")}
     return GenerationContext(
         dataset=dataset,
         description=project.datasets[dataset].description,
         slot_minutes=project.slot_minutes,
         vocabulary=EventVocabulary(intents_by_location),
-        popular_locations=list(dict.fromkeys(pairs["location"]))[:8],
         state_dir=project.home,
         model_dir=project.model_cache,
     )
@@ -135,6 +134,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
     table_name = f"synthetic_{spec.name}"
     schema = table_schema(catalog, "synthetic_events")
     log_schema = table_schema(catalog, "generation_log")
+    failures_schema = table_schema(catalog, "generation_failures")
     deps = [AssetDep(AssetKey([dataset, "weekly_segments"]),  # its data version covers the user's profile too
                      partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER))]
     inputs = synthetic_inputs(dataset, spec)
@@ -149,7 +149,8 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         group_name=SYNTHETIC_GROUP,
         description=f"Synthetic events from generator `{spec.name}` ({spec.kind}); partition (user, week) "
         f"is the week generated from that user's real week. Per user-week accounting in "
-        f"`{dataset}.{table_name}_log`. {spec.description}",
+        f"`{dataset}.{table_name}_log`, every failed generation in `{dataset}.{table_name}_failures`. "
+        f"{spec.description}",
         code_version=code_version,
         kinds={"duckdb", "python"},
     )
@@ -193,8 +194,10 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
             for task, result in zip(tasks, results)
         ], columns=list(log_schema.columns))
         log = validate(log_schema, log)
+        failures = validate(failures_schema, log[log["status"] == "failed"].assign(run_id=context.run.run_id))
         partitions = pd.DataFrame(requested, columns=["user_id", "week"])
-        warehouse.replace_partitions(dataset, {table_name: generated, f"{table_name}_log": log}, partitions)
+        warehouse.replace_partitions(dataset, {table_name: generated, f"{table_name}_log": log}, partitions,
+                                     appended={f"{table_name}_failures": failures})
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(generated)),
             metadata={

@@ -85,7 +85,7 @@ def llm_profiles(project: Project, dataset: str, warehouse: Warehouse, table: pd
     settings = project.datasets[dataset].profile_inference
     spec = next(s for s in load_generator_specs() if s.name == settings.generator)
     context = GenerationContext(dataset, project.datasets[dataset].description, project.slot_minutes,
-                                EventVocabulary({}), [], project.home, project.model_cache)
+                                EventVocabulary({}), project.home, project.model_cache)
     allowed_rows = warehouse.query("SELECT attribute, value FROM seeds.profile_values")
     allowed = {a: group["value"].tolist() for a, group in allowed_rows.groupby("attribute", sort=False)}
     return infer_profiles(

@@ -149,6 +149,5 @@ class GenerationContext:
     description: str
     slot_minutes: int
     vocabulary: EventVocabulary
-    popular_locations: list[str]   # most frequent locations of the dataset, for prompt examples
     state_dir: Path
     model_dir: Path                # where local models are converted and kept

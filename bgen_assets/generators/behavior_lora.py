@@ -86,8 +86,7 @@ def training_chats(events: pd.DataFrame, config: BehaviorLoRAConfig,
     """(prompt messages, answer) for every population user-week followed by a week with events."""
     events = events.assign(week=week_of(events["ts"]))
     pairs = events.groupby("location")["intent"].unique()
-    context = GenerationContext("", "", 0, EventVocabulary({loc: tuple(i) for loc, i in pairs.items()}),
-                                events["location"].value_counts().index[:8].tolist(), Path(), Path())
+    context = GenerationContext("", "", 0, EventVocabulary({loc: tuple(i) for loc, i in pairs.items()}), Path(), Path())
     chats = []
     for user, user_events in events.groupby("user_id", sort=True):
         weeks = {week: thin(frame, config.max_events_per_week, rng) for week, frame in user_events.groupby("week")}

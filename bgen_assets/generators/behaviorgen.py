@@ -109,20 +109,25 @@ def conditioning_events(history: pd.DataFrame, week: str, conditioning: str) -> 
     return window if len(window) else week_events.tail(1)
 
 
+def usual_locations(history: pd.DataFrame, limit: int = 16) -> list[str]:
+    """The user's most visited locations (ties by name), each as `location (intent)` with the
+    user's most frequent intent there. Only the user's own events: another user's edit must not
+    change this user's prompt, hence its input version and cache key."""
+    counts = history.groupby(["location", "intent"]).size().reset_index(name="events")
+    usual = counts.sort_values(["events", "location", "intent"], ascending=[False, True, True]).drop_duplicates("location")
+    return [f"{location} ({intent})" for location, intent in zip(usual["location"], usual["intent"])][:limit]
+
+
 def build_messages(task, params: BehaviorGenParams, context, shown: pd.DataFrame, n_events: int,
                    n_weeks: int = 1) -> tuple[dict, ...]:
     components = params.prompt
-    user_locations = task.history["location"].value_counts().index[:12].tolist()
-    examples = list(dict.fromkeys(user_locations + context.popular_locations))[:16]
-    intents_of = context.vocabulary.intents_by_location
     parts = []
     if components.profile:
         parts.append(_render("profile.j2", profile=task.profile))
     label = "last week" if components.conditioning == "7d" else f"last {components.conditioning} before next week"
     parts.append(_render("history.j2", conditioning_label=label, history_lines=render_events(shown)))
     if components.format:
-        parts.append(_render("format.j2", intents=context.vocabulary.intents,
-                             example_locations=[f"{loc} ({intents_of[loc][0]})" for loc in examples if loc in intents_of]))
+        parts.append(_render("format.j2", intents=context.vocabulary.intents, example_locations=usual_locations(task.history)))
     target_monday = (pd.Timestamp(task.week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d")
     parts.append(_render("target.j2", target_monday=target_monday, n_events=n_events, n_weeks=n_weeks))
     messages = [{"role": "user", "content": "\n\n".join(p for p in parts if p)}]

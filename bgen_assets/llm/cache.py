@@ -19,8 +19,8 @@ from bgen_assets.llm import Backend, LLMRequest, LLMResponse, OnResponse
 def request_key(backend: str, model: str, request: LLMRequest) -> str:
     constraint = None
     if request.constraint is not None:
-        constraint = hashlib.sha256(
-            json.dumps(request.constraint.intents_by_location, sort_keys=True).encode()).hexdigest()
+        allowed = {location: sorted(intents) for location, intents in request.constraint.intents_by_location.items()}
+        constraint = hashlib.sha256(json.dumps(allowed, sort_keys=True).encode()).hexdigest()  # whatever the order given
     payload = {"backend": backend, "model": model, "messages": list(request.messages),
                "sampling": dataclasses.asdict(request.sampling), "constraint": constraint}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,9 +1,7 @@
--- The dataset's event vocabulary: every (location, intent) pair with how often and by how many users it occurs.
-SELECT
+-- The dataset's event vocabulary: every (location, intent) pair its events hold. No counts: every
+-- LLM prompt carries the vocabulary, and counts would change it with any user's edit.
+SELECT DISTINCT
     location,
-    intent,
-    count(*) AS events,
-    count(DISTINCT user_id) AS users
+    intent
 FROM {{ ref('events') }}
-GROUP BY location, intent
-ORDER BY events DESC, location, intent
+ORDER BY location, intent
