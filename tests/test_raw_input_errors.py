@@ -61,7 +61,7 @@ def tokyo_cases(lines):
         "duplicated rows": ("".join([header, rows[0], rows[1], rows[1], *rows[2:]]).encode(),
                             ["duplicated rows", "line(s) 4"]),
         "ragged row": ("".join([header, rows[0], rows[1].rstrip("\n") + ",extra,fields\n", *rows[2:]]).encode(),
-                       ["malformed CSV", "line 3"]),
+                       ["malformed CSV", "a row of 7 fields", "line(s) 3"]),
         "empty user id": ("".join([header, replace_field(rows[0], 0, " "), *rows[1:]]).encode(),
                           ["column 'user_id'", "empty user_id", "line(s) 2"]),
     }
