@@ -39,6 +39,7 @@ FORBIDDEN_IN_USER_IDS = [*INVALID_PARTITION_SUBSTRINGS, MULTIPARTITION_KEY_DELIM
 CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
 DATE_ONLY = r"\d{4}-\d{2}-\d{2}"
 UTC_OFFSET_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
+MAX_ARROW_BLOCK = 2**31 - 1
 PYARROW_TEXT = pd.StringDtype("pyarrow")  # vectorised string checks on millions of rows
 
 
@@ -140,7 +141,9 @@ def _read_csv(path: Path, source: SourceFile) -> pd.DataFrame:
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(skip_rows=1, column_names=header, use_threads=False),
+            # one block: a record longer than a block would stop the read before MAX_FIELD_CHARS names its column
+            read_options=pacsv.ReadOptions(skip_rows=1, column_names=header, use_threads=False,
+                                           block_size=min(len(data) + 1, MAX_ARROW_BLOCK)),
             parse_options=pacsv.ParseOptions(delimiter=source.delimiter, ignore_empty_lines=False,
                                              invalid_row_handler=collect),
             convert_options=pacsv.ConvertOptions(column_types={column: pyarrow.string() for column in header},
