@@ -15,7 +15,7 @@ import pytest
 from bgen_assets.config import ConfigError, load_project
 from bgen_assets.runs import Runner, RunFailed
 from bgen_assets.sources import load_events
-from conftest import project_instance, read_gz_lines, write_project
+from conftest import built_on_copied_data, project_instance, read_gz_lines, write_project
 
 TOKYO = "tokyo_checkins.csv.gz"
 UBIQLOG = "ubiqlog_app_events.csv.gz"
@@ -247,3 +247,29 @@ def test_profile_for_unknown_user(tmp_path, fixture_data):
     written = tables_in(project)
     assert "tokyo.events" in written  # upstream of profiles is fine
     assert "tokyo.profiles" not in written and "tokyo.weekly_segments" not in written
+
+
+def tokyo_table_contents(runner) -> dict[str, tuple]:
+    tables = runner.warehouse.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'tokyo'")
+    return {table: tuple(runner.warehouse.query(
+        f'SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM tokyo."{table}" t').iloc[0])
+        for table in tables["table_name"]}
+
+
+def test_a_failed_rebuild_leaves_the_warehouse_as_it_was(tmp_path, fixture_data):
+    """Refused at ingest (a padded user id duplicating a row): no table changes. Refused by the
+    `events` schema (one check-in with two intents): `events` and all built from it are kept."""
+    with built_on_copied_data(tmp_path, fixture_data) as (runner, data):
+        before = tokyo_table_contents(runner)
+        header, *rows = lines_of(data, TOKYO)
+        (data / TOKYO).write_bytes(gz(header, *rows, " " + rows[0]))
+        with pytest.raises(RunFailed, match="duplicated rows"):
+            runner.build_shared()
+        assert tokyo_table_contents(runner) == before
+
+        (data / TOKYO).write_bytes(gz(header, *rows, replace_field(rows[0], 4, "Event")))
+        with pytest.raises(RunFailed, match="tokyo.*events.*fails its schema"):
+            runner.build_shared()
+        after = tokyo_table_contents(runner)
+        assert after.pop("raw_events") != before.pop("raw_events")  # the file's new rows, as read
+        assert after == before
