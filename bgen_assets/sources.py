@@ -1,7 +1,8 @@
 """Raw files: locate or download them (checksummed), parse them strictly, and map their
 columns to the canonical event fields declared in `bgen_project.yml`.
 
-Every problem becomes a RawDataError naming the file, the column and the file line(s),
+Every problem becomes a RawDataError naming the file, the column and the file line(s) (CSV)
+or row(s) (Parquet),
 raised before anything is written.
 """
 
@@ -129,7 +130,7 @@ def _decoded_bytes(path: Path) -> bytes:
 
 def _read_csv(path: Path, source: SourceFile) -> pd.DataFrame:
     """A CSV as text columns indexed by the file line each record starts on. Blank lines are
-    skipped; every record must have the header's number of fields."""
+    skipped (so is a line of only delimiters); every record must have the header's number of fields."""
     data = _decoded_bytes(path)
     header = next(csv.reader([data.split(b"\n", 1)[0].decode().rstrip("\r")], delimiter=source.delimiter))
     malformed = []
