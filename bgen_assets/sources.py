@@ -2,8 +2,7 @@
 columns to the canonical event fields declared in `bgen_project.yml`.
 
 Every problem becomes a RawDataError naming the file, the column and the file line(s) (CSV)
-or row(s) (Parquet),
-raised before anything is written.
+or row(s) (Parquet), raised before anything is written.
 """
 
 from __future__ import annotations
@@ -154,7 +153,7 @@ def _read_csv(path: Path, source: SourceFile) -> pd.DataFrame:
         raise RawDataError(path, f"malformed CSV: {exc}") from None
     if malformed:
         raise RawDataError(path, f"malformed CSV: a row of {malformed[0].actual_columns} fields where the header has "
-                           f"{len(header)}", lines=[row.number for row in malformed])
+                           f"{len(header)}", lines=[row.number for row in malformed if row.number is not None])
     frame = table.to_pandas(types_mapper={pyarrow.string(): PYARROW_TEXT}.get)
     # a quoted line break makes a record span several file lines
     line_breaks = sum(frame[column].str.count("\n") for column in header)
