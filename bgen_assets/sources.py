@@ -275,9 +275,11 @@ def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.Dat
         refuse_rows(path, events["user_id"].str.contains(forbidden, regex=False),
                     f"{forbidden!r} in a user id (user ids become partition keys, which cannot hold it)",
                     declared["user_id"])
-    if source.intents is not None and "intent" in declared:
-        refuse_rows(path, ~events["intent"].isin(source.intents),
-                    "an intent that is not among the source's declared `intents`", declared["intent"])
+    if source.intents is not None:
+        unseen = ~events["intent"].isin(source.intents)
+        if unseen.any():
+            refuse_rows(path, unseen, f"intent {events['intent'][unseen].iloc[0]!r} is not among the source's declared "
+                        "`intents`", declared["intent"])
     for field in TIME_FIELDS:
         if field in declared:
             events[field] = _parse_timestamps(path, frame[declared[field]], declared[field], source.timestamp_format,
