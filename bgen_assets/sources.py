@@ -132,6 +132,9 @@ def _read_csv(path: Path, source: SourceFile) -> pd.DataFrame:
     skipped (so is a line of only delimiters); every record must have the header's number of fields."""
     data = _decoded_bytes(path)
     header = next(csv.reader([data.split(b"\n", 1)[0].decode().rstrip("\r")], delimiter=source.delimiter))
+    repeated = next((name for i, name in enumerate(header) if name in header[:i]), None)
+    if repeated is not None:
+        raise RawDataError(path, "a column name repeated in the header", column=repeated, lines=[1])
     malformed = []
 
     def collect(row) -> str:

@@ -116,6 +116,8 @@ TOKYO_CASES = {
                             ["column 'local_time'", "a date without a time of day", "line(s) 3"]),
     "epoch timestamp": (lambda h, r: with_field(h, r, 1, 1, "1546300800"),
                         ["column 'local_time'", "unparsable timestamp '1546300800'", "line(s) 3"]),
+    "column name repeated in the header": (lambda h, r: gz(h.replace("venue_id", "user_id"), *r),
+                                           ["column 'user_id'", "repeated in the header", "line(s) 1"]),
     "header repeated mid-file": (lambda h, r: gz(h, r[0], r[1], h, *r[2:]), ["header is repeated", "line(s) 4"]),
     "blank line before a bad row": (lambda h, r: gz(h, r[0], "\n", replace_field(r[1], 1, "noon"), *r[2:]),
                                     ["column 'local_time'", "unparsable timestamp 'noon'", "line(s) 4"]),
