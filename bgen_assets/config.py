@@ -48,11 +48,15 @@ class SourceFile(StrictModel):
     kind: Literal["events", "lookup", "profiles"] = "events"
     columns: ColumnMapping | None = None
     timestamp_format: str | None = Field(default=None, description="strptime format; None = ISO")
+    intents: list[str] | None = Field(
+        default=None, description="the intents the file may hold; another is refused (None = any)")
 
     @model_validator(mode="after")
     def _events_need_columns(self) -> SourceFile:
         if self.kind == "events" and self.columns is None:
             raise ValueError("an events source needs a `columns` mapping")
+        if self.intents is not None and (self.columns is None or self.columns.intent is None):
+            raise ValueError("`intents` needs an intent column in `columns`")
         return self
 
 

@@ -1,43 +1,68 @@
 """Raw files: locate or download them (checksummed), parse them strictly, and map their
 columns to the canonical event fields declared in `bgen_project.yml`.
 
-Every problem becomes a RawDataError naming the file, the column and the file line(s),
-raised before anything is written.
+Every problem becomes a RawDataError naming the file, the column and the file line(s) (CSV)
+or row(s) (Parquet), raised before anything is written.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import errno
 import gzip
 import hashlib
 import io
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pooch
+import pyarrow
+import pyarrow.csv as pacsv
+from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
+from dagster._core.definitions.partitions.utils.multi import MULTIPARTITION_KEY_DELIMITER
 
 from bgen_assets.config import Project, SourceFile
 
 CANONICAL_EVENT_COLUMNS = ["user_id", "ts", "end_ts", "location", "intent"]
+TEXT_FIELDS = ["user_id", "location", "intent"]
+TIME_FIELDS = ["ts", "end_ts"]
 OTHER_DELIMITERS = [";", "\t", "|", ","]
 MAX_ROWS_SHOWN = 5
+MAX_FIELD_CHARS = 10_000  # a location or intent is a short label; longer is a broken file, not data
+EARLIEST_EVENT = pd.Timestamp("1970-01-01")  # no smartphone or check-in log predates it
+LATEST_EVENT_AHEAD = pd.DateOffset(years=1)  # clocks are sometimes ahead, never by more than this
+# Dagster refuses these in partition keys, and `|` joins the user and week of a multi-partition key
+FORBIDDEN_IN_USER_IDS = [*INVALID_PARTITION_SUBSTRINGS, MULTIPARTITION_KEY_DELIMITER]
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+DATE_ONLY = r"\d{4}-\d{2}-\d{2}"
+UTC_OFFSET_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
+MAX_ARROW_BLOCK = 2**31 - 1
+PYARROW_TEXT = pd.StringDtype("pyarrow")  # vectorised string checks on millions of rows
 
 
 class RawDataError(ValueError):
-    def __init__(self, file: Path | str, problem: str, column: str | None = None, lines=()):
-        self.file, self.column, self.lines = str(file), column, list(lines)
+    """A problem in a raw file; `lines` are file lines (CSV) or 1-based rows (Parquet), as `unit` says."""
+
+    def __init__(self, file: Path | str, problem: str, column: str | None = None, lines=(), unit: str = "line"):
+        self.file, self.column, self.lines = str(file), column, [int(line) for line in lines]
         where = [f"file {self.file}"]
         if column:
             where.append(f"column {column!r}")
         if self.lines:
             shown = ", ".join(str(line) for line in self.lines[:MAX_ROWS_SHOWN])
             more = f" and {len(self.lines) - MAX_ROWS_SHOWN} more" if len(self.lines) > MAX_ROWS_SHOWN else ""
-            where.append(f"line(s) {shown}{more}")
+            where.append(f"{unit}(s) {shown}{more}")
         super().__init__(f"{'; '.join(where)}: {problem}")
 
 
-def file_line(index) -> int:
-    """Line number in a CSV with a header for a 0-based data row position."""
-    return int(index) + 2
+def refuse_rows(path: Path, bad: pd.Series, problem: str, column: str | None = None) -> None:
+    """Raise a RawDataError for the rows where `bad` holds, if any. A table from `read_table` is
+    indexed by file line (CSV) or row (Parquet), named by its index's name."""
+    if bad.any():
+        raise RawDataError(path, problem, column=column, lines=bad.index[bad], unit=bad.index.name or "line")
 
 
 def sha256_of(path: Path) -> str:
@@ -48,10 +73,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _is_present(path: Path) -> bool:
+    """Whether a local file is there; a symlink loop or a dangling symlink is an error, not absence."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise RawDataError(path, f"a symlink to a missing file ({path.readlink()})") from None
+        return False
+    except OSError as exc:
+        problem = "a symlink loop" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
+        raise RawDataError(path, problem) from None
+    return True
+
+
 def locate(source: SourceFile, project: Project) -> Path:
     """The local path of a source file: the data directory first, else a checked download."""
     local = project.data_directory / source.file
-    if local.is_file():
+    if _is_present(local):
         if source.sha256 and sha256_of(local) != source.sha256:
             raise RawDataError(local, f"sha256 differs from the declared {source.sha256}")
         return local
@@ -70,7 +109,8 @@ def locate(source: SourceFile, project: Project) -> Path:
     return Path(fetched)
 
 
-def _decoded_text(path: Path) -> str:
+def _decoded_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped, checked to be UTF-8 (a byte order mark is accepted and dropped)."""
     data = path.read_bytes()
     if path.suffix == ".gz":
         try:
@@ -80,27 +120,72 @@ def _decoded_text(path: Path) -> str:
     if not data.strip():
         raise RawDataError(path, "the file is empty")
     try:
-        return data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise RawDataError(path, f"bytes that are not UTF-8 ({exc.reason})", lines=[line]) from None
+    return data.removeprefix(codecs.BOM_UTF8)
 
 
-def read_table(path: Path, source: SourceFile) -> pd.DataFrame:
-    """Parse a raw CSV/Parquet file as strings, with errors that name the line."""
-    if source.format == "parquet":
-        frame = pd.read_parquet(path)
-        if frame.empty:
-            raise RawDataError(path, "the file has no rows")
-        return frame.astype("string")
-    text = _decoded_text(path)
+def _read_csv(path: Path, source: SourceFile) -> pd.DataFrame:
+    """A CSV as text columns indexed by the file line each record starts on. Blank lines are
+    skipped (so is a line of only delimiters); every record must have the header's number of fields."""
+    data = _decoded_bytes(path)
+    header = next(csv.reader([data.split(b"\n", 1)[0].decode().rstrip("\r")], delimiter=source.delimiter))
+    repeated = next((name for i, name in enumerate(header) if name in header[:i]), None)
+    if repeated is not None:
+        raise RawDataError(path, "a column name repeated in the header", column=repeated, lines=[1])
+    malformed = []
+
+    def collect(row) -> str:
+        malformed.append(row)
+        return "skip"
+
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=source.delimiter, dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as exc:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            # one block: a record longer than a block would stop the read before MAX_FIELD_CHARS names its column
+            read_options=pacsv.ReadOptions(skip_rows=1, column_names=header, use_threads=False,
+                                           block_size=min(len(data) + 1, MAX_ARROW_BLOCK)),
+            parse_options=pacsv.ParseOptions(delimiter=source.delimiter, ignore_empty_lines=False,
+                                             invalid_row_handler=collect),
+            convert_options=pacsv.ConvertOptions(column_types={column: pyarrow.string() for column in header},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except pyarrow.ArrowInvalid as exc:
         raise RawDataError(path, f"malformed CSV: {exc}") from None
+    if malformed:
+        raise RawDataError(path, f"malformed CSV: a row of {malformed[0].actual_columns} fields where the header has "
+                           f"{len(header)}", lines=[row.number for row in malformed if row.number is not None])
+    frame = table.to_pandas(types_mapper={pyarrow.string(): PYARROW_TEXT}.get)
+    # a quoted line break makes a record span several file lines
+    line_breaks = sum(frame[column].str.count("\n") for column in header)
+    earlier_breaks = (line_breaks.cumsum() - line_breaks).to_numpy(dtype=np.int64)
+    frame.index = pd.Index(2 + np.arange(len(frame)) + earlier_breaks, name="line")
+    refuse_rows(path, (frame == header).all(axis=1), "the header is repeated inside the file")
+    frame = frame[(frame != "").any(axis=1)]  # blank lines
     if frame.empty:
         raise RawDataError(path, "the file has a header but no rows")
     return frame
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file in its own column types, indexed by 1-based row."""
+    try:
+        frame = pd.read_parquet(path)
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise RawDataError(path, f"not a readable Parquet file ({exc})") from None
+    if frame.empty:
+        raise RawDataError(path, "the file has no rows")
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
+    return frame
+
+
+def read_table(path: Path, source: SourceFile) -> pd.DataFrame:
+    """A raw CSV/Parquet file as text columns, indexed by file line (CSV) or row (Parquet)."""
+    if source.format == "parquet":
+        return _read_parquet(path).astype(PYARROW_TEXT)
+    return _read_csv(path, source)
 
 
 def require_columns(path: Path, frame: pd.DataFrame, source: SourceFile, needed: list[str]) -> None:
@@ -117,60 +202,104 @@ def require_columns(path: Path, frame: pd.DataFrame, source: SourceFile, needed:
     raise RawDataError(path, f"missing column (found: {', '.join(map(str, frame.columns))})", column=missing[0], lines=[1])
 
 
+def _require_parquet_types(path: Path, frame: pd.DataFrame, declared: dict[str, str]) -> None:
+    """Times must be timestamps or text, labels text (user ids may be integers): a number read
+    as a time or a float read as a label would change the data silently."""
+    for field, column in declared.items():
+        dtype = frame[column].dtype
+        if field in TIME_FIELDS:
+            fits = pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+            expected = "timestamps or ISO 8601 text"
+        else:
+            fits = pd.api.types.is_string_dtype(dtype) or (field == "user_id" and pd.api.types.is_integer_dtype(dtype))
+            expected = "text" + (" or integers" if field == "user_id" else "")
+        if not fits:
+            raise RawDataError(path, f"Parquet type {dtype} where {expected} are expected", column=column)
+
+
+def _clean_text(path: Path, values: pd.Series, column: str, field: str) -> pd.Series:
+    """A label column with surrounding spaces removed; empty, over-long or control-character
+    values (a NUL would silently truncate a label downstream) are refused."""
+    stripped = values.fillna("").str.strip()  # a Parquet null is as empty as a blank CSV field
+    refuse_rows(path, stripped == "", f"empty {field}", column)
+    refuse_rows(path, stripped.str.len() > MAX_FIELD_CHARS, f"a value longer than {MAX_FIELD_CHARS:,} characters",
+                column)
+    control = stripped.str.contains(CONTROL_CHARACTERS)
+    if control.any():
+        code = ord(re.search(CONTROL_CHARACTERS, stripped[control].iloc[0]).group())
+        refuse_rows(path, control, f"a control character (U+{code:04X}) inside a value", column)
+    return stripped
+
+
 def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | None, timezone: str) -> pd.Series:
     """Naive timestamps are local time of the dataset's timezone already; timestamps with an
-    offset are converted to it (and made naive), so weekday and time slot are local."""
-    parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce")
-    if parsed.dtype == object:  # several UTC offsets in one column
-        parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce", utc=True)
-    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+    offset are converted to it (and made naive), so weekday and time slot are local. A column
+    mixing both is refused: whether a naive value is local or UTC cannot be known."""
+    values = values.fillna("").str.strip()
+    if fmt is None:
+        refuse_rows(path, values.str.fullmatch(DATE_ONLY), "a date without a time of day (a time slot needs one)",
+                    column)
+    has_offset = values.str.contains(UTC_OFFSET_SUFFIX)
+    if has_offset.any():
+        refuse_rows(path, ~has_offset, "a timestamp without a UTC offset among timestamps with one "
+                    "(naive and offset times mixed in one column are ambiguous)", column)
+    parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce", utc=bool(has_offset.any()))
+    unparsable = parsed.isna()
+    if unparsable.any():
+        refuse_rows(path, unparsable, f"unparsable timestamp {values[unparsable].iloc[0]!r}", column)
+    if has_offset.any():
         parsed = parsed.dt.tz_convert(timezone).dt.tz_localize(None)
-    bad = parsed.isna()
-    if bad.any():
-        first = values[bad].iloc[0]
-        raise RawDataError(
-            path, f"unparsable timestamp {first!r}", column=column, lines=[file_line(i) for i in values.index[bad]]
-        )
+    latest = pd.Timestamp.now().normalize() + LATEST_EVENT_AHEAD
+    refuse_rows(path, (parsed < EARLIEST_EVENT) | (parsed > latest),
+                f"a time outside {EARLIEST_EVENT:%Y-%m-%d} .. {latest:%Y-%m-%d} (a clock or format error)", column)
     return parsed
 
 
 def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.DataFrame:
     """The canonical raw events of one file: user_id, ts, end_ts, location, intent, source_row
-    (times in the dataset's local `timezone`)."""
+    (times in the dataset's local `timezone`; source_row is the file line, or the Parquet row)."""
     mapping = source.columns
     assert mapping is not None
-    frame = read_table(path, source)
     declared = {field: column for field, column in mapping.model_dump().items() if column}
-    require_columns(path, frame, source, list(declared.values()))
+    if source.format == "parquet":
+        frame = _read_parquet(path)
+        require_columns(path, frame, source, list(declared.values()))
+        _require_parquet_types(path, frame, declared)
+        frame = frame.astype(PYARROW_TEXT)
+    else:
+        frame = _read_csv(path, source)
+        require_columns(path, frame, source, list(declared.values()))
 
-    duplicated = frame.duplicated(keep="first")
-    if duplicated.any():
-        raise RawDataError(path, "duplicated rows (identical in every column)",
-                           lines=[file_line(i) for i in frame.index[duplicated]])
-    for field in ("user_id", "location"):
-        column = declared[field]
-        blank = frame[column].str.strip() == ""
-        if blank.any():
-            raise RawDataError(path, f"empty {field}", column=column, lines=[file_line(i) for i in frame.index[blank]])
-
-    events = pd.DataFrame({
-        "user_id": frame[declared["user_id"]].str.strip(),
-        "ts": _parse_timestamps(path, frame[declared["ts"]], declared["ts"], source.timestamp_format, timezone),
-    })
+    events = pd.DataFrame(index=frame.index)
+    for field in TEXT_FIELDS:
+        if field in declared:
+            events[field] = _clean_text(path, frame[declared[field]], declared[field], field)
+    for forbidden in FORBIDDEN_IN_USER_IDS:
+        refuse_rows(path, events["user_id"].str.contains(forbidden, regex=False),
+                    f"{forbidden!r} in a user id (user ids become partition keys, which cannot hold it)",
+                    declared["user_id"])
+    if source.intents is not None:
+        unseen = ~events["intent"].isin(source.intents)
+        if unseen.any():
+            refuse_rows(path, unseen, f"intent {events['intent'][unseen].iloc[0]!r} is not among the source's declared "
+                        "`intents`", declared["intent"])
+    for field in TIME_FIELDS:
+        if field in declared:
+            events[field] = _parse_timestamps(path, frame[declared[field]], declared[field], source.timestamp_format,
+                                              timezone)
     if "end_ts" in declared:
-        events["end_ts"] = _parse_timestamps(path, frame[declared["end_ts"]], declared["end_ts"],
-                                             source.timestamp_format, timezone)
-        negative = events["end_ts"] < events["ts"]
-        if negative.any():
-            raise RawDataError(path, "negative duration: the end is before the start", column=declared["end_ts"],
-                               lines=[file_line(i) for i in events.index[negative]])
+        refuse_rows(path, events["end_ts"] < events["ts"], "negative duration: the end is before the start",
+                    declared["end_ts"])
     else:
         events["end_ts"] = events["ts"]
-    events["location"] = frame[declared["location"]].str.strip()
-    events["intent"] = frame[declared["intent"]].str.strip() if "intent" in declared else pd.NA
-    events["intent"] = events["intent"].astype("string")
-    events["source_row"] = [file_line(i) for i in frame.index]
-    return events.astype({"user_id": "string", "location": "string"})
+    if "intent" not in declared:
+        events["intent"] = pd.NA
+    # after trimming and parsing: ` 1004` duplicating `1004` is caught here, before anything is written
+    refuse_rows(path, events.duplicated(keep="first"), "duplicated rows (identical once spaces are trimmed and "
+                "times parsed)")
+    events["source_row"] = events.index
+    return events[[*CANONICAL_EVENT_COLUMNS, "source_row"]].astype(
+        {"user_id": "string", "location": "string", "intent": "string"}).reset_index(drop=True)
 
 
 def load_lookup(path: Path, source: SourceFile) -> pd.DataFrame:

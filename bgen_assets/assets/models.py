@@ -4,9 +4,11 @@
 import hashlib
 
 import pandas as pd
+import pandera.pandas as pa
 from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
 
 from bgen_assets.catalog import Catalog, Relation, SqlModel
+from bgen_assets.schemas import describe_failures, table_schema, validate
 from bgen_assets.warehouse import Warehouse
 
 SEED_GROUP = "seeds"
@@ -39,6 +41,10 @@ def declared_metadata(warehouse: Warehouse, relation: Relation, aggregates: dict
     return {name: (value.item() if hasattr(value, "item") else value) for name, value in values.items()}
 
 
+class SchemaViolation(ValueError):
+    """A built table fails its models/schema.yml entry; the table it would replace is kept."""
+
+
 def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
     doc = catalog.table_doc(f"seeds/{relation.name}")
 
@@ -62,6 +68,7 @@ def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
 def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
     relation = model.relation
     doc = catalog.table_doc(model.table_doc_name)
+    schema = table_schema(catalog, model.table_doc_name)
 
     @asset(
         key=relation.key_path,
@@ -81,6 +88,12 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
             con.execute("BEGIN")
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{relation.schema}"')
             con.execute(f"CREATE OR REPLACE TABLE {relation.sql} AS {model.sql}")
+            if schema is not None:  # checked before COMMIT: a failing table never replaces the last good one
+                try:
+                    validate(schema, con.execute(f"SELECT * FROM {relation.sql}").df())
+                except pa.errors.SchemaErrors as errors:
+                    raise SchemaViolation(f"{relation.sql} fails its schema in models/schema.yml, so the table "
+                                          f"built before is kept:\n{describe_failures(errors)}") from None
             con.execute("COMMIT")
         rows, version = table_fingerprint(warehouse, relation)
         return MaterializeResult(

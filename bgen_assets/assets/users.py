@@ -18,7 +18,7 @@ from dagster import (
 
 from bgen_assets.config import Project
 from bgen_assets.partitions import users
-from bgen_assets.sources import RawDataError, file_line, load_lookup, locate, require_columns
+from bgen_assets.sources import load_lookup, locate, refuse_rows, require_columns
 from bgen_assets.warehouse import Warehouse, frame_fingerprint
 
 USERS_GROUP = "users"
@@ -63,8 +63,7 @@ def apply_profile_file(inferred: pd.DataFrame, path, table: pd.DataFrame, source
     require_columns(path, table, source, ["user_id"])
     unknown = ~table["user_id"].isin(inferred["user_id"])
     if unknown.any():
-        raise RawDataError(path, f"profile for unknown user {table['user_id'][unknown].iloc[0]!r}",
-                           column="user_id", lines=[file_line(i) for i in table.index[unknown]])
+        refuse_rows(path, unknown, f"profile for unknown user {table['user_id'][unknown].iloc[0]!r}", "user_id")
     profiles = inferred.set_index("user_id")
     given = table.set_index("user_id")
     for attribute in PROFILE_ATTRIBUTES:
