@@ -85,7 +85,7 @@ class ProgressBars:
     def epoch(self, topic: str, figures: dict) -> None:
         loss = figures.get("valid_loss", figures.get("train_loss"))
         kind = "valid" if "valid_loss" in figures else "train"
-        label = f"  {figures["run"][:34]} · {kind} loss {loss:.3f}"
+        label = f"  {figures['run'][:34]} · {kind} loss {loss:.3f}"
         if "epochs" not in self.tasks:
             self.tasks["epochs"] = self.progress.add_task(label, total=figures["max_epochs"], unit="epochs")
         self.progress.update(self.tasks["epochs"], description=label, completed=figures["epoch"],
