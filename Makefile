@@ -9,7 +9,7 @@ PORT ?= 3000
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 
-.PHONY: setup demo test ui user bench mlflow
+.PHONY: setup demo test ui user bench mlflow mutations
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Deliberate breakages (.ci/mutations.py): each must make a named test fail. Name filter: ONLY=gate
+mutations: setup
+	$(BIN)/python .ci/mutations.py $(ONLY)
 
 # The Dagster UI on $(HOST):$(PORT); Ctrl-C or SIGTERM stops it and its children.
 ui: setup
