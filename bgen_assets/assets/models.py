@@ -84,16 +84,24 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
         kinds={"duckdb", "sql"},
     )
     def sql_model(warehouse: Warehouse) -> MaterializeResult:
+        # Built under a staging name, validated with the warehouse lock released, then swapped in:
+        # a failing table never replaces the last good one, and no check runs while holding the lock.
+        staging = f'"{relation.schema}"."{relation.name}__building"'
+        with warehouse.connect() as con:
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{relation.schema}"')
+            con.execute(f"CREATE OR REPLACE TABLE {staging} AS {model.sql}")
+        if schema is not None:
+            try:
+                validate(schema, warehouse.query(f"SELECT * FROM {staging}"))
+            except pa.errors.SchemaErrors as errors:
+                with warehouse.connect() as con:
+                    con.execute(f"DROP TABLE {staging}")
+                raise SchemaViolation(f"{relation.sql} fails its schema in models/schema.yml, so the table "
+                                      f"built before is kept:\n{describe_failures(errors)}") from None
         with warehouse.connect() as con:
             con.execute("BEGIN")
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{relation.schema}"')
-            con.execute(f"CREATE OR REPLACE TABLE {relation.sql} AS {model.sql}")
-            if schema is not None:  # checked before COMMIT: a failing table never replaces the last good one
-                try:
-                    validate(schema, con.execute(f"SELECT * FROM {relation.sql}").df())
-                except pa.errors.SchemaErrors as errors:
-                    raise SchemaViolation(f"{relation.sql} fails its schema in models/schema.yml, so the table "
-                                          f"built before is kept:\n{describe_failures(errors)}") from None
+            con.execute(f"CREATE OR REPLACE TABLE {relation.sql} AS SELECT * FROM {staging}")
+            con.execute(f"DROP TABLE {staging}")
             con.execute("COMMIT")
         rows, version = table_fingerprint(warehouse, relation)
         return MaterializeResult(
