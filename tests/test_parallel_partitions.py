@@ -17,7 +17,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from bgen_assets.config import PROJECT_ROOT, load_project
 from bgen_assets.runs import Runner
-from conftest import TOKYO_USERS, write_project
+from conftest import SUBPROCESS_TIMEOUT, TOKYO_USERS, write_project
 
 BIN = Path(sys.executable).parent
 USERS = TOKYO_USERS[:2]  # "1004", "1032": both have real weeks in the fixture data
@@ -37,7 +37,7 @@ def test_two_synthetic_partitions_in_parallel(tmp_path, fixture_data):
 
     # DAGSTER_HOME as the CLI prepares it: <state>/dagster with a copy of the repository's dagster.yaml.
     home = subprocess.run([str(BIN / "bgen"), "home"], env=env, cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=120, check=True).stdout.strip().splitlines()[-1]
+                          text=True, timeout=SUBPROCESS_TIMEOUT, check=True).stdout.strip().splitlines()[-1]
     assert Path(home) == project.home / "dagster" and (Path(home) / "dagster.yaml").is_file()
     env["DAGSTER_HOME"] = home
 
@@ -70,7 +70,7 @@ def test_two_synthetic_partitions_in_parallel(tmp_path, fixture_data):
     outputs = []
     try:
         for proc in launches:
-            outputs.append(proc.communicate(timeout=300)[0])
+            outputs.append(proc.communicate(timeout=SUBPROCESS_TIMEOUT)[0])
     finally:
         for proc in launches:
             if proc.poll() is None:

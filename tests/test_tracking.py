@@ -4,8 +4,8 @@ back over its REST API."""
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,43 +17,36 @@ import requests
 
 from bgen_assets.predictors import PredictorConfig, fit
 from bgen_assets.tracking import MlflowTracking, default_store
+from conftest import SUBPROCESS_TIMEOUT
 
 CONFIG = PredictorConfig(history=8, width=16, layers=1, heads=2, batch_size=64, max_epochs=3, patience=5)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    """`mlflow server` on a temporary sqlite store; stopped (its process group) at the end."""
+    """`mlflow server` on a temporary sqlite store and a port the kernel chose (port 0, read back
+    from uvicorn's log line); stopped (its process group) at the end."""
     folder = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
+    log = folder / "server.log"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", "0",
+             "--workers", "1"],
+            env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     try:
-        for _ in range(240):          # readiness: up to ~2 min on a busy machine
-            try:
-                if requests.get(f"{base}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None, "mlflow server exited"
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+        while not (serving := re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())):
+            assert server.poll() is None, f"mlflow server exited:\n{log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "mlflow server did not start"
             time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not become ready")
+        base = serving.group(1)  # uvicorn says "running" once the app has started
+        assert requests.get(f"{base}/health", timeout=30).ok
         yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        server.wait(timeout=SUBPROCESS_TIMEOUT)
 
 
 def search(base: str, experiment_id: str, filter_string: str) -> list[dict]:
