@@ -7,6 +7,7 @@ import gzip
 import io
 import os
 import shutil
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 
 from bgen_assets.config import ConfigError, load_project
 from bgen_assets.runs import Runner, RunFailed
-from bgen_assets.sources import load_events
+from bgen_assets.sources import RawDataError, load_events, locate
 from conftest import built_on_copied_data, project_instance, read_gz_lines, write_project
 
 TOKYO = "tokyo_checkins.csv.gz"
@@ -30,9 +31,9 @@ def tables_in(project) -> set[str]:
             "SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
 
 
-def build_with(tmp_path, fixture_data, file: str, content, edit=None):
-    """Build the shared assets with `file` replaced by `content` (its bytes, or a function that
-    writes the path); returns the project and the failure message."""
+def data_with(tmp_path, fixture_data, file: str, content) -> Path:
+    """A copy of the fixture data with `file` replaced by `content` (its bytes, or a function that
+    writes the path)."""
     data = tmp_path / "data"
     shutil.copytree(fixture_data, data)
     if callable(content):
@@ -40,11 +41,27 @@ def build_with(tmp_path, fixture_data, file: str, content, edit=None):
         content(data / file)
     else:
         (data / file).write_bytes(content)
-    project = load_project(write_project(tmp_path, data, edit))
+    return data
+
+
+def build_with(tmp_path, fixture_data, file: str, content, edit=None):
+    """Build the shared assets with `file` replaced by `content`; returns the project and the
+    failure message."""
+    project = load_project(write_project(tmp_path, data_with(tmp_path, fixture_data, file, content), edit))
     with project_instance(tmp_path / "dagster") as instance:
         with pytest.raises(RunFailed) as failure:
             Runner.for_project(project, instance).build_shared()
     return project, str(failure.value)
+
+
+def read_with(tmp_path, fixture_data, dataset: str, file: str, content, edit=None) -> str:
+    """The message of reading the events source of `dataset` with `file` replaced by `content`,
+    as the raw asset reads it (`locate`, then `load_events`), without a Dagster run."""
+    project = load_project(write_project(tmp_path, data_with(tmp_path, fixture_data, file, content), edit))
+    source = project.datasets[dataset].sources["events"]
+    with pytest.raises(RawDataError) as failure:
+        load_events(locate(source, project), source, project.datasets[dataset].timezone)
+    return str(failure.value)
 
 
 def lines_of(fixture_data, file):
@@ -131,12 +148,10 @@ TOKYO_CASES = {
 def test_malformed_tokyo_file(tmp_path, fixture_data, case):
     make, expected = TOKYO_CASES[case]
     header, *rows = lines_of(fixture_data, TOKYO)
-    project, message = build_with(tmp_path, fixture_data, TOKYO, make(header, rows))
+    message = read_with(tmp_path, fixture_data, "tokyo", TOKYO, make(header, rows))
     assert TOKYO in message
     for fragment in expected:
         assert fragment in message, message
-    written = tables_in(project)
-    assert not {t for t in written if t.startswith("tokyo.")}, written
 
 
 def city_checkins(fixture_data) -> pd.DataFrame:
@@ -172,12 +187,11 @@ PARQUET_CASES = {
 @pytest.mark.parametrize("case", list(PARQUET_CASES))
 def test_malformed_parquet_file(tmp_path, fixture_data, case):
     make, expected = PARQUET_CASES[case]
-    project, message = build_with(tmp_path, fixture_data, CITY, make(city_checkins(fixture_data)), declare_city)
+    message = read_with(tmp_path, fixture_data, "city", CITY, make(city_checkins(fixture_data)), declare_city)
     assert CITY in message
     for fragment in expected:
         assert fragment in message, message
     assert "line(s)" not in message
-    assert not {t for t in tables_in(project) if t.startswith("city.")}
 
 
 @pytest.mark.parametrize(("change", "key"), [
@@ -276,3 +290,22 @@ def test_a_failed_rebuild_leaves_the_warehouse_as_it_was(tmp_path, fixture_data)
         after = tokyo_table_contents(runner)
         assert after.pop("raw_events") != before.pop("raw_events")  # the file's new rows, as read
         assert after == before
+
+
+# One refusal of each kind through the assets (a whole-file, a line and a Parquet problem): the run
+# fails with the reader's message and writes no table of the dataset. The reader runs before any
+# write, so the other cases above need no run of their own.
+@pytest.mark.parametrize("case", ["truncated gzip", "undeclared intent", "a column of the wrong type"])
+def test_a_refused_file_fails_the_run_and_writes_nothing(tmp_path, fixture_data, case):
+    if case in TOKYO_CASES:
+        (make, expected), dataset, file, edit = TOKYO_CASES[case], "tokyo", TOKYO, None
+        header, *rows = lines_of(fixture_data, TOKYO)
+        content = make(header, rows)
+    else:
+        (make, expected), dataset, file, edit = PARQUET_CASES[case], "city", CITY, declare_city
+        content = make(city_checkins(fixture_data))
+    project, message = build_with(tmp_path, fixture_data, file, content, edit)
+    for fragment in [file, *expected]:
+        assert fragment in message, message
+    written = tables_in(project)
+    assert not {t for t in written if t.startswith(f"{dataset}.")}, written
