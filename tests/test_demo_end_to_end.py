@@ -1,5 +1,7 @@
-"""`bgen demo` as a user runs it (a subprocess on its own state directory), on fixture data:
-generation, evaluation with the privacy gate, the experiments, result tables and reports."""
+"""The README's `bgen` lines, then `bgen demo`, as a user runs them (subprocesses on one state
+directory), on fixture data: generation, evaluation with the privacy gate, the experiments,
+result tables and reports. The one slow test: the work the README's lines did, the demo
+reuses."""
 
 import os
 import subprocess
@@ -11,22 +13,33 @@ import pytest
 
 from bgen_assets.config import PROJECT_ROOT, load_project
 from conftest import SUBPROCESS_TIMEOUT, write_project
+from test_readme_commands import runnable_bgen_lines
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3 * SUBPROCESS_TIMEOUT)  # two whole demo runs, offline LLM and trainings included
-def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
+@pytest.mark.timeout(5 * SUBPROCESS_TIMEOUT)  # README lines and two demo runs, offline LLM and trainings included
+def test_readme_lines_then_demo_build_both_datasets_and_print_counts(tmp_path, fixture_data):
     def with_behaviorgen_user(raw):  # 1004 is a BehaviorGen demo user (one offline-model batch); 638 is individual
         raw["scopes"]["demo"]["tokyo"]["users"] = ["1004", "638"]
         raw["scopes"]["demo"]["ubiqlog"]["users"] = ["9_M"]   # the fixture's individual UbiqLog user
 
     project_file = write_project(tmp_path, fixture_data, with_behaviorgen_user)
-    env = {**os.environ, "BGEN_PROJECT": str(project_file), "COLUMNS": "200"}
+    env = {k: v for k, v in os.environ.items() if k not in ("BGEN_HOME", "BGEN_SCOPE", "DAGSTER_HOME")}
+    env.update(BGEN_PROJECT=str(project_file), COLUMNS="200")
     bgen = Path(sys.executable).parent / "bgen"
+    ran = {}
+    for arguments in runnable_bgen_lines():  # in README order: generate and evaluate come before the demo
+        line = subprocess.run([str(bgen), *arguments], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                              timeout=SUBPROCESS_TIMEOUT)
+        assert line.returncode == 0, f"bgen {' '.join(arguments)}:\n{line.stdout[-3000:]}{line.stderr[-3000:]}"
+        ran[" ".join(arguments)] = line.stdout
+    assert {"run", "user", "build", "home"} <= {arguments.split()[0] for arguments in ran}
+    assert any(" weeks/s " in output for output in ran.values())  # the live generation rate
+
     result = subprocess.run([str(bgen), "demo"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                             timeout=2 * SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert " weeks/s " in result.stdout and " · valid loss " in result.stdout  # live rates, the running training
+    assert " · valid loss " in result.stdout  # the running training's live epochs
 
     project = load_project(project_file)
     with duckdb.connect(str(project.warehouse_path), read_only=True) as con:
@@ -34,7 +47,7 @@ def test_demo_builds_both_datasets_and_prints_counts(tmp_path, fixture_data):
             events, users = con.execute(f"SELECT count(*), count(DISTINCT user_id) FROM {dataset}.events").fetchall()[0]
             synthetic_users = {u for (u,) in con.execute(f"SELECT DISTINCT user_id FROM {dataset}.synthetic_markov").fetchall()}
             synthetic = con.execute(f"SELECT count(*) FROM {dataset}.synthetic_markov").fetchall()[0][0]
-            assert synthetic_users == set(selection.users)
+            assert set(selection.users) <= synthetic_users  # the README's full-scope line generated the rest
             assert synthetic > 0
             row = next(line for line in result.stdout.splitlines()
                        if line.strip().startswith(f"│ {dataset}") and "synthetic_markov" in line)
