@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1
@@ -27,7 +28,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _start_worker(project, models_dir, instance_ref, threads: int, reports) -> None:
+def _start_worker(project, models_dir, instance_ref, threads: int, reports, started) -> None:
     _die_with_parent()
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(threads)   # before torch is imported: N workers share the cores
@@ -43,6 +44,8 @@ def _start_worker(project, models_dir, instance_ref, threads: int, reports) -> N
     global _runner
     _runner = Runner(project, build_definitions(project, Catalog(project, models_dir)),
                      DagsterInstance.from_ref(instance_ref), Catalog(project, models_dir))
+    with started.get_lock():
+        started.value += 1
 
 
 def _run(request):
@@ -60,9 +63,16 @@ class WorkerPool:
         context = multiprocessing.get_context("spawn")
         self.reports = context.Queue()   # epochs and other live figures from the workers' steps
         self.relay = progress.relay(self.reports)
+        self.started = context.Value("i", 0)   # workers done starting up
+        self.workers = runner.workers
         self.pool = context.Pool(
             runner.workers, _start_worker,
-            (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads, self.reports))
+            (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads, self.reports, self.started))
+
+    def wait_started(self) -> None:
+        """Until every worker has its definitions (a benchmark times the work, not the start-up)."""
+        while self.started.value < self.workers:
+            time.sleep(0.1)
 
     def run(self, requests: list) -> Iterator:
         try:

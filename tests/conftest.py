@@ -46,7 +46,7 @@ def write_project(folder: Path, data_dir: Path, edit=None) -> Path:
     raw["model_dir"] = str(load_project().model_cache)  # the converted model is shared, not rebuilt per test
     # users outside BehaviorGen's declared demo subset: the fixture demo stays offline-model free
     raw["scopes"]["demo"] = {"tokyo": {"users": ["1032", "638"], "max_weeks_per_user": 2},
-                             "ubiqlog": {"users": UBIQLOG_USERS[:1], "max_weeks_per_user": 2}}
+                             "ubiqlog": {"users": ["1_M"], "max_weeks_per_user": 2}}
     for dataset in raw["datasets"].values():
         for source in dataset["sources"].values():
             source.pop("sha256", None)  # fixture files are cuts, not the published files
