@@ -24,6 +24,13 @@ TOKYO_USERS = ["1004", "1032", "107", "1172", "1184", "638"]
 UBIQLOG_USERS = ["10_M", "1_M", "9_M", "25_F"]
 
 
+def pytest_collection_modifyitems(items):
+    """Every test's limit (pytest-timeout) derives from the one setting, unless it declares its own."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SUBPROCESS_TIMEOUT))
+
+
 def cut_fixture_data(target: Path) -> Path:
     """A few real users per dataset (Tokyo: first quarter of 2019), written like the originals."""
     target.mkdir(parents=True, exist_ok=True)
