@@ -2,7 +2,8 @@
 
 Store: `tracking_uri` when set, else $BGEN_MLFLOW_URI, else sqlite:///STATE/mlflow/mlflow.db
 with artifacts under STATE/mlflow/artifacts (`make mlflow` serves the UI on that store).
-One experiment per dataset. Every training is a run; per-user fine-tunes are child runs
+One experiment per dataset, marked as model training (so MLflow 3's UI opens it on its runs,
+not its GenAI traces). Every training is a run; per-user fine-tunes are child runs
 (tag mlflow.parentRunId) of their configuration's run.
 
     tracking = MlflowTracking()
@@ -38,6 +39,8 @@ from bgen_assets.config import project
 
 LINEAGE_TAG = "bgen.lineage."   # + asset key -> data version of the training set's inputs
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view; ours hold trainings.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def default_store(home: Path) -> tuple[str, Path]:
@@ -126,9 +129,12 @@ class MlflowTracking(ConfigurableResource):
     def experiment_id(self, client, dataset: str) -> str:
         experiment = client.get_experiment_by_name(dataset)
         if experiment is not None:
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag was set
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
             return experiment.experiment_id
         root = self._artifact_root()
-        return client.create_experiment(dataset, artifact_location=(root / dataset).as_uri() if root else None)
+        return client.create_experiment(dataset, artifact_location=(root / dataset).as_uri() if root else None,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
     @contextmanager
     def training_run(self, dataset: str, run_name: str, *, config=None, params: Mapping[str, Any] | None = None,

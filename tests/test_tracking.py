@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from bgen_assets.predictors import PredictorConfig, fit
-from bgen_assets.tracking import MlflowTracking, default_store
+from bgen_assets.tracking import EXPERIMENT_KIND_TAG, MlflowTracking, default_store
 
 CONFIG = PredictorConfig(history=8, width=16, layers=1, heads=2, batch_size=64, max_epochs=3, patience=5)
 
@@ -129,3 +129,14 @@ def test_default_store_is_under_the_state_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("BGEN_MLFLOW_URI", "http://127.0.0.1:5999")
     assert MlflowTracking().uri() == "http://127.0.0.1:5999"
     assert MlflowTracking(tracking_uri="sqlite:///x.db").uri() == "sqlite:///x.db"
+
+
+def test_experiments_are_marked_as_model_training(tmp_path):
+    """MLflow 3's UI opens an unmarked experiment in its GenAI (traces) view; older ones get the mark too."""
+    tracking = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"))
+    client = tracking.client()
+    older = client.create_experiment("ubiqlog")
+    for dataset in ("tokyo", "ubiqlog"):
+        tracking.prepare(dataset)
+        assert client.get_experiment_by_name(dataset).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert tracking.experiment_id(client, "ubiqlog") == older
