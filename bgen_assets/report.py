@@ -11,7 +11,6 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from bgen_assets.evaluation import plots
 from bgen_assets.generators import GeneratorSpec, generator_kind
 from bgen_assets.results import TABLES, formatted, utility_tables
 
@@ -59,6 +58,8 @@ def ablation_table(fidelity: pd.DataFrame) -> pd.DataFrame:
 def figure_pngs(fidelity: pd.DataFrame, scores: pd.DataFrame, real: pd.DataFrame,
                 synthetic: dict[str, pd.DataFrame]) -> dict[str, bytes]:
     """The report's plots as PNG bytes, by file name."""
+    from bgen_assets.evaluation import plots  # matplotlib: loaded when a report is made, not with the graph
+
     pngs = {}
     if len(fidelity):
         pngs["fidelity.png"] = plots.png(plots.fidelity_figure(fidelity))

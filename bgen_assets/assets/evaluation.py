@@ -8,6 +8,7 @@ the generator too (`bgen_assets.evaluation.gate.gate_verdict`)."""
 from __future__ import annotations
 
 import hashlib
+from importlib.util import find_spec
 from pathlib import Path
 
 import pandas as pd
@@ -28,21 +29,23 @@ from dagster import (
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import Project
-from bgen_assets.evaluation import fidelity, gate, plots, privacy
+from bgen_assets.evaluation import gate
 from bgen_assets.generators import GeneratorSpec
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 
 EVALUATION_GROUP = "evaluation"
 EVALUATION_TABLES = ("fidelity", "privacy")  # their schemas in models/schema.yml
+# Read for the code version; imported (scipy, matplotlib) only when an evaluation runs.
+EVALUATION_MODULES = tuple(f"bgen_assets.evaluation.{name}" for name in ("fidelity", "privacy", "gate", "plots"))
 GATE_CHECK = "privacy_gate"
 
 
 def evaluation_code_version(*settings: str) -> str:
     """A hash of the evaluation code and the settings that decide the tables."""
     digest = hashlib.sha256("\n".join(settings).encode())
-    for module in (fidelity, privacy, gate, plots):
-        digest.update(Path(module.__file__).read_bytes())
+    for module in EVALUATION_MODULES:
+        digest.update(Path(find_spec(module).origin).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -61,6 +64,8 @@ def rounded(values: dict) -> dict:
 
 
 def image_metadata(data: bytes, path: Path, title: str) -> dict:
+    from bgen_assets.evaluation import plots
+
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return {title: MetadataValue.md(plots.markdown_image(data, title)), f"{title}_png": MetadataValue.path(str(path))}
@@ -86,6 +91,8 @@ def fidelity_asset(project: Project, catalog: Catalog, dataset: str, spec: Gener
         kinds={"duckdb", "python"},
     )
     def fidelity_table(warehouse: Warehouse) -> MaterializeResult:
+        from bgen_assets.evaluation import fidelity, plots
+
         real = warehouse.query(f'SELECT e.*, s.role FROM "{dataset}".events e JOIN "{dataset}".user_split s USING (user_id)')
         synthetic = read_table(warehouse, dataset, f"synthetic_{spec.name}", synthetic_schema)
         log = read_table(warehouse, dataset, f"synthetic_{spec.name}_log", log_schema)
@@ -128,6 +135,8 @@ def privacy_asset(project: Project, catalog: Catalog, dataset: str, spec: Genera
         kinds={"duckdb", "python"},
     )
     def privacy_table(warehouse: Warehouse):
+        from bgen_assets.evaluation import plots, privacy
+
         real = warehouse.query(f'SELECT * FROM "{dataset}".events')
         synthetic = read_table(warehouse, dataset, f"synthetic_{spec.name}", synthetic_schema)
         table, weeks = privacy.privacy_table(real, [synthetic], spec.name, project.slot_minutes, thresholds.overlap, spec.seed)

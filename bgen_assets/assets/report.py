@@ -10,7 +10,6 @@ from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, 
 
 from bgen_assets.assets.evaluation import EVALUATION_GROUP, EVALUATION_TABLES
 from bgen_assets.config import Project
-from bgen_assets.evaluation import plots
 from bgen_assets.generators import GeneratorSpec
 from bgen_assets.report import SOURCE_FILES, figure_pngs, render
 from bgen_assets.tracking import MlflowTracking
@@ -36,6 +35,8 @@ def report_asset(project: Project, dataset: str, specs: list[GeneratorSpec]) -> 
         kinds={"html", "mlflow"},
     )
     def report(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
+        from bgen_assets.evaluation import plots
+
         def read(table: str) -> pd.DataFrame | None:
             return warehouse.query(f'SELECT * FROM "{dataset}"."{table}"') if table_exists(warehouse, dataset, table) else None
 

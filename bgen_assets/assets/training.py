@@ -11,8 +11,11 @@ Every training is an MLflow run (per-user fine-tunes are child runs of the popul
 tagged with the data versions of what it was trained on. Scores: the real test events of the
 individual users in the project's scope (bgen_assets/experiments.py)."""
 
+from __future__ import annotations
+
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from dagster import AssetDep, AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
@@ -29,11 +32,13 @@ from bgen_assets.experiments import (
     scenario_training_data,
     score_rows,
 )
-from bgen_assets.predictors import TrainedPredictor, fit, metrics
 from bgen_assets.results import TABLES, markdown, utility_tables
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.tracking import MlflowTracking, TrainingRun
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
+
+if TYPE_CHECKING:  # torch loads when something trains, not with the graph
+    from bgen_assets.predictors import TrainedPredictor
 
 TRAINING_GROUP = "training"
 
@@ -42,6 +47,8 @@ class ExperimentData:
     """The real events an experiment reads, and its fixed scorer, for one dataset and scope."""
 
     def __init__(self, project: Project, dataset: str, spec: ExperimentSpec, warehouse: Warehouse):
+        from bgen_assets.predictors import metrics
+
         self.splits = warehouse.query(f'SELECT * FROM "{dataset}".event_splits ORDER BY user_id, ts')
         self.intents = sorted(self.splits["intent"].unique())
         chosen = project.selection(dataset).users
@@ -73,6 +80,8 @@ def save_real_models(population: TrainedPredictor, limited: dict[str, TrainedPre
 
 
 def load_real_models(directory: Path) -> tuple[TrainedPredictor, dict[str, TrainedPredictor]]:
+    from bgen_assets.predictors import TrainedPredictor
+
     population = TrainedPredictor.load(directory / "population")
     limited = {path.name: TrainedPredictor.load(path) for path in sorted((directory / "limited").glob("*"))}
     return population, limited
@@ -109,6 +118,8 @@ def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: in
              synthetic: pd.DataFrame | None, run: TrainingRun) -> tuple[TrainedPredictor, pd.DataFrame]:
     """The population model (on real, or real + `generator`'s synthetic weeks with summed losses),
     scored on the test events."""
+    from bgen_assets.predictors import fit
+
     train, valid = pretraining_frames(data.population, scope_users, config.seed)
     sources = {"real": train}
     if synthetic is not None:
