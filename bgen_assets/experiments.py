@@ -127,7 +127,7 @@ class Scorer:
             models = dict.fromkeys(frame["user_id"].unique(), models)
         parts = [models[user].predict(events) for user, events in frame.groupby("user_id", sort=True) if user in models]
         if not parts:  # the scope selects no individual user
-            return metrics.score([], [], np.empty((0, 0)), [], self.anchors), pd.DataFrame(columns=["user_id", *metrics.METRICS, "targets"])
+            return metrics.score([], [], np.empty((0, 0)), [], self.anchors), pd.DataFrame(columns=["user_id", *metrics.METRICS, *metrics.COUNTS])
         predictions = Predictions(pd.concat([p.frame for p in parts], ignore_index=True),
                                   np.concatenate([p.scores for p in parts]), parts[0].intents)
         return metrics.evaluate(predictions, self.anchors)

@@ -147,6 +147,11 @@ def scores_result(warehouse: Warehouse, schema, dataset: str, table: str, rows: 
     )
 
 
+def scores_code_version(spec: ExperimentSpec, project: Project, schema) -> str:
+    """The declaration, the scope and the score table's columns: a table of an older layout is rebuilt."""
+    return spec.model_dump_json() + project.scope + ",".join(schema.columns)
+
+
 def real_asset(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec) -> AssetsDefinition:
     schema = table_schema(catalog, "predictor_scores")
     pretrain_config, finetune_config = spec.configs(project.scope)
@@ -158,7 +163,7 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` ({spec.backbone}, individual stage {spec.individual_stage}) on real "
         f"data only: the population model, and per-user fine-tunes on real and on limited real events. {spec.description}",
-        code_version=spec.model_dump_json() + project.scope,
+        code_version=scores_code_version(spec, project, schema),
         kinds={"pytorch", "mlflow"},
     )
     def real(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
@@ -189,7 +194,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` with generator `{generator}`: pretraining augmentation, fine-tuning "
         "replacement and fine-tuning augmentation, from its privacy-gated training set.",
-        code_version=spec.model_dump_json() + project.scope,
+        code_version=scores_code_version(spec, project, schema),
         kinds={"pytorch", "mlflow"},
     )
     def with_generator(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
