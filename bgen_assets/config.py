@@ -119,7 +119,7 @@ class ScopeSelection(StrictModel):
 
 
 class PrivacyGate(StrictModel):
-    """Thresholds of the blocking privacy check on every synthetic table (`DS/privacy_NAME`)."""
+    """Thresholds of the privacy check on every synthetic table (`DS/privacy_NAME`)."""
 
     overlap: float = Field(0.5, gt=0, le=1, description="a synthetic week this close to a real week counts as a near copy")
     max_share_weeks_at_overlap: float = Field(
