@@ -69,7 +69,7 @@ def fixture_data(tmp_path_factory) -> Path:
 
 @contextmanager
 def project_instance(folder: Path):
-    """A temporary Dagster instance with the repository's dagster.yaml settings."""
+    """A temporary Dagster instance with the repository's instance settings (dagster_instance.yaml)."""
     folder.mkdir(parents=True, exist_ok=True)
     with instance_for_test(temp_dir=str(folder), overrides=instance_settings(folder)) as instance:
         yield instance
