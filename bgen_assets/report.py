@@ -13,7 +13,7 @@ import pandas as pd
 
 from bgen_assets.config import Project
 from bgen_assets.generators import GeneratorSpec, generator_kind
-from bgen_assets.results import NOTE_ONE_INTENT, TABLE_METRICS, TABLES, formatted, utility_tables
+from bgen_assets.results import NOTE_ONE_INTENT, NOTES, TABLE_METRICS, TABLES, formatted, utility_tables
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
 SOURCE_FILES = (TEMPLATE, Path(__file__))   # what decides the report's content: its code version
@@ -140,7 +140,7 @@ def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpe
         models=[(spec.name, model_used(spec)) for spec in specs if spec.name in built],
         utility=[(TABLES[name], html(formatted(table)), sorted(n for n in pngs if n.startswith(f"utility_{name}_")))
                  for name, table in tables.items()],
-        notes=sorted({note for table in tables.values() for note in table["note"] if note}),
+        notes={note: NOTES[note] for note in sorted({n for table in tables.values() for n in table["note"] if n})},
         ablation=html(ablation_table(fidelity)) if len(fidelity) else "",
         ablation_missing=[v for v in ABLATION_VARIANTS if v not in set(fidelity.get("generator", ()))],
         fidelity=html(fidelity_overview(fidelity)) if len(fidelity) else "",

@@ -37,16 +37,21 @@ def _rows(pooled: pd.DataFrame, experiment: str, scenario: str, generator: str |
     return chosen if generator is None else chosen[chosen["generator"] == generator]
 
 
-NOTE_ONE_INTENT = "predicts one intent only: its scores say nothing about the training data"
-NOTE_NOT_COMPARABLE = "not computed: a predictor compared here predicts one intent only"
-NOTE_NO_SYNTHETIC = "no synthetic data: no user in scope had synthetic weeks for this scenario"
+NOTE_ONE_INTENT, NOTE_NOT_COMPARABLE, NOTE_NO_SYNTHETIC = "one intent", "not comparable", "no synthetic data"
+NOTES = {  # a row's note -> what it means (the report's legend)
+    NOTE_ONE_INTENT: "the predictor ranks one intent first for every target, or recalls no better than doing so "
+                     "(macro recall <= 1 / intents): its scores say nothing about the data it was trained on",
+    NOTE_NOT_COMPARABLE: "a change or rate involving such a predictor is not computed",
+    NOTE_NO_SYNTHETIC: "no user in scope had synthetic weeks for this scenario, so every one kept a model trained "
+                       "without them: not a result of the synthetic data",
+}
 TABLE_COLUMNS = ["experiment", "row", "kind", *TABLE_METRICS, "predicted_intents", "users_with_data", "note"]
 
 
 def collapsed(figures: pd.Series) -> bool:
-    """Whether a predictor ranked the same intent first for every target (macro recall is then
-    1 / intents or 0, and precision the intent's share / intents, whatever it was trained on)."""
-    return int(figures["predicted_intents"]) <= 1
+    """Whether a predictor ranked the same intent first for every target, or scored no better on
+    macro recall than doing so (1 / intents), whatever it was trained on."""
+    return int(figures["predicted_intents"]) <= 1 or float(figures["recall"]) <= 1 / int(figures["ranked_intents"])
 
 
 def _row(experiment: str, label: str, figures: pd.Series | None, kind: str = "score", note: str = "", **extra) -> dict:
@@ -107,7 +112,8 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 else:
                     tables[table].append(_relative_row(experiment, "replacement rate", "replacement_rate_%",
                                                        [figures, base, finetuned], _replacement_rate))
-    return {name: pd.DataFrame(rows, columns=TABLE_COLUMNS) for name, rows in tables.items()}
+    counts = {"predicted_intents": "Int64", "users_with_data": "Int64"}  # integers, empty where not a score
+    return {name: pd.DataFrame(rows, columns=TABLE_COLUMNS).astype(counts) for name, rows in tables.items()}
 
 
 def reference_label(table: str) -> str:

@@ -15,7 +15,7 @@ from bgen_assets.config import load_project
 from bgen_assets.evaluation import plots
 from bgen_assets.generators import load_generator_specs
 from bgen_assets.report import FIDELITY_QUALITY_ROWS, FIDELITY_ROWS, figure_pngs, render, scale_warning
-from bgen_assets.results import NOTE_NO_SYNTHETIC, NOTE_NOT_COMPARABLE, NOTE_ONE_INTENT, TABLE_METRICS, utility_tables
+from bgen_assets.results import NOTE_NO_SYNTHETIC, NOTE_NOT_COMPARABLE, NOTE_ONE_INTENT, NOTES, TABLE_METRICS, utility_tables
 from conftest import headless_chromium
 
 GENERATORS = ["markov", "behaviorgen", "behaviorgen_no_segment", "other_population_week"]
@@ -24,18 +24,19 @@ GENERATORS = ["markov", "behaviorgen", "behaviorgen_no_segment", "other_populati
 def pooled(experiment: str, generator: str, scenario: str, value: float, predicted_intents: int = 6,
            users_with_data: int = 2) -> dict:
     return {"experiment": experiment, "generator": generator, "scenario": scenario, "user_id": "all",
-            **dict.fromkeys(TABLE_METRICS, value), "predicted_intents": predicted_intents,
+            **dict.fromkeys(TABLE_METRICS, value), "ranked_intents": 10, "predicted_intents": predicted_intents,
             "users_with_data": users_with_data}
 
 
 @pytest.fixture
 def scores() -> pd.DataFrame:
-    """bert4rec learns; pituning collapsed to one intent when pretrained; behaviorgen reached no
+    """bert4rec learns; pituning collapsed to one intent when pretrained, and its limited-data
+    model ranks several but recalls no better (0.1 of 10 intents); behaviorgen reached no
     individual user (its replacement and augmentation rows fell back to models without it)."""
     rows = []
     for experiment, collapsed in (("bert4rec", False), ("pituning", True)):
         rows += [pooled(experiment, "real", "pretraining", 0.4, 1 if collapsed else 6),
-                 pooled(experiment, "real", "finetune", 0.5), pooled(experiment, "real", "limited", 0.45)]
+                 pooled(experiment, "real", "finetune", 0.5), pooled(experiment, "real", "limited", 0.1 if collapsed else 0.45)]
         for generator in ("markov", "behaviorgen"):
             users = 0 if generator == "behaviorgen" else 2
             rows += [pooled(experiment, generator, "pretraining", 0.42),
@@ -53,8 +54,10 @@ def test_collapsed_predictors_and_scenarios_without_synthetic_data_are_not_prese
 
     real_only = rows("pretraining_augmentation", "pituning", "real only").iloc[0]
     assert real_only["note"] == NOTE_ONE_INTENT and real_only["predicted_intents"] == 1
+    assert rows("finetuning_augmentation", "pituning", "limited real")["note"].tolist() == [NOTE_ONE_INTENT]
     for changes in (rows("pretraining_augmentation", "pituning", "change vs real only"),
-                    rows("finetuning_replacement", "pituning", "replacement rate")):  # both compare with the pretrained
+                    rows("finetuning_replacement", "pituning", "replacement rate"),  # against the pretrained
+                    rows("finetuning_augmentation", "pituning", "change vs limited real")):
         assert len(changes) and changes[list(TABLE_METRICS)].isna().all().all()
         assert (changes["note"] == NOTE_NOT_COMPARABLE).all()
     assert rows("pretraining_augmentation", "bert4rec", "change vs real only")["precision"].tolist() == \
@@ -122,7 +125,7 @@ def test_demo_scale_report_opens_with_its_caveat_and_bounds_degenerate_epsilons(
     assert "Not evidence." in opening and "bgen run --scope full" in opening
     privacy = html[html.index("<h2>Privacy</h2>"):]
     assert "200305" not in html and "&gt; 10" in privacy and "2.500" in privacy and "10.000" in privacy
-    assert NOTE_ONE_INTENT in html and NOTE_NO_SYNTHETIC in html
+    assert f"<b>{NOTE_ONE_INTENT}</b>: {NOTES[NOTE_ONE_INTENT]}" in html and f"<td>{NOTE_NO_SYNTHETIC}</td>" in html
     assert "Not built in this scope: behaviorgen_no_profile, behaviorgen_no_role, behaviorgen_no_format" in html
 
     # the fidelity table, one column per generator, fits a 1400 px window without widening the page

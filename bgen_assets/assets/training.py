@@ -13,6 +13,7 @@ individual users in the project's scope (bgen_assets/experiments.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from dagster import AssetDep, AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
+from bgen_assets import results
 from bgen_assets.assets.models import table_fingerprint
 from bgen_assets.catalog import Catalog, Relation
 from bgen_assets.config import Project
@@ -236,7 +238,7 @@ def utility_results_asset(project: Project, catalog: Catalog, dataset: str, spec
         description="The paper's Tables 1-3 (pretraining augmentation, fine-tuning replacement, fine-tuning "
         "augmentation) over every experiment built so far, as Markdown metadata and CSV files under "
         "STATE/reports/DS/; the table holds all pooled and per-user scores.",
-        code_version="1",
+        code_version=hashlib.sha256(Path(results.__file__).read_bytes()).hexdigest()[:12],  # the tables' code
         kinds={"duckdb", "python"},
     )
     def utility_results(warehouse: Warehouse) -> MaterializeResult:
