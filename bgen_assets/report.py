@@ -72,7 +72,7 @@ def scale_warning(project: Project, dataset: str) -> str:
     if selection.max_weeks_per_user is not None:
         scale += f", at most {selection.max_weeks_per_user} weeks each"
     paper = next((scope for scope in PAPER_SCOPES if scope in project.scopes), "full")
-    return (f"Scope {project.scope!r} ({scale}, short trainings): these figures show that the pipeline runs end to "
+    return (f"Scope {project.scope!r} ({scale}): these figures show that the pipeline runs end to "
             f"end; they are not evidence about the method. For figures at the paper's scale run "
             f"`bgen run --scope {paper}`.")
 
