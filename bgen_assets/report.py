@@ -134,6 +134,7 @@ def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpe
     built = set(logs)
     privacy_shown, epsilon_capped = privacy_overview(privacy)
     tables = utility_tables(scores) if len(scores) else {}
+    ablation = ablation_table(fidelity) if len(fidelity) else pd.DataFrame()
     return jinja2.Template(TEMPLATE.read_text()).render(
         dataset=dataset, description=description, caveat=caveat,
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -141,7 +142,7 @@ def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpe
         utility=[(TABLES[name], html(formatted(table)), sorted(n for n in pngs if n.startswith(f"utility_{name}_")))
                  for name, table in tables.items()],
         notes={note: NOTES[note] for note in sorted({n for table in tables.values() for n in table["note"] if n})},
-        ablation=html(ablation_table(fidelity)) if len(fidelity) else "",
+        ablation=html(ablation) if len(ablation) else "",
         ablation_missing=[v for v in ABLATION_VARIANTS if v not in set(fidelity.get("generator", ()))],
         fidelity=html(fidelity_overview(fidelity)) if len(fidelity) else "",
         privacy=html(privacy_shown), epsilon_capped=epsilon_capped, epsilon_bound=EPSILON_SHOWN_UP_TO,
