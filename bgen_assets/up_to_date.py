@@ -51,6 +51,10 @@ def _storage_state(project: Project) -> list:
     return state
 
 
+def answers_folder(project: Project) -> Path:
+    return project.home / "up_to_date"
+
+
 def fingerprint(project: Project, command: list[str]) -> str:
     digest = hashlib.sha256(json.dumps(command).encode() + project.model_dump_json().encode())
     for path in _code_files(project):
@@ -67,7 +71,7 @@ class UpToDate:
     def __init__(self, project: Project, command: list[str]):
         self.project, self.command = project, command
         key = hashlib.sha256(json.dumps(command).encode()).hexdigest()[:16]
-        self.path = project.home / "up_to_date" / f"{key}.json"
+        self.path = answers_folder(project) / f"{key}.json"
 
     def answer(self) -> dict | None:
         """What the command found last time, if nothing it depends on changed since."""
