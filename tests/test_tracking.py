@@ -132,7 +132,7 @@ def test_default_store_is_under_the_state_directory(monkeypatch, tmp_path):
 
 
 def test_experiments_are_marked_as_model_training(tmp_path):
-    """MLflow 3's UI opens an unmarked experiment in its GenAI (traces) view; older ones get the mark too."""
+    """Experiments are marked as model training (older ones too), and links open that view."""
     tracking = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"))
     client = tracking.client()
     older = client.create_experiment("ubiqlog")
@@ -140,3 +140,10 @@ def test_experiments_are_marked_as_model_training(tmp_path):
         tracking.prepare(dataset)
         assert client.get_experiment_by_name(dataset).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert tracking.experiment_id(client, "ubiqlog") == older
+    # MLflow 3.17's UI takes its view from the link: every link given out asks for model training
+    with tracking.training_run("tokyo", "one run") as run:
+        pass
+    assert run.url.endswith(f"/#/experiments/{run.experiment_id}/runs/{run.run_id}?workflowType=machine_learning")
+    assert sorted(tracking.model_training_links("http://127.0.0.1:5000")) == [
+        f"tokyo: http://127.0.0.1:5000/#/experiments/{run.experiment_id}?workflowType=machine_learning",
+        f"ubiqlog: http://127.0.0.1:5000/#/experiments/{older}?workflowType=machine_learning"]
