@@ -54,4 +54,5 @@ def test_overlap_histogram_marks_the_gate_level():
     assert axes.get_xlabel() == "overlap ratio with the most similar real week" and axes.get_ylabel() == "synthetic weeks"
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["markov (3 weeks)", "privacy gate level 0.5"]
     assert sum(patch.get_height() for patch in axes.patches) == 3
+    assert axes.get_title() == "Uniqueness of the synthetic weeks of markov"
     opens_as_png(plots.png(figure))

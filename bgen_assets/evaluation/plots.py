@@ -106,6 +106,6 @@ def overlap_histogram_figure(top1: pd.Series, generator: str, level: float) -> F
     axes.axvline(level, color="black", linestyle="--", label=f"privacy gate level {level}")
     axes.set_xlabel("overlap ratio with the most similar real week")
     axes.set_ylabel("synthetic weeks")
-    axes.set_title("Uniqueness of synthetic weeks")
+    axes.set_title(f"Uniqueness of the synthetic weeks of {generator}")
     axes.legend()
     return figure
