@@ -1,6 +1,11 @@
 """One self-contained HTML report per dataset (template: bgen_assets/templates/report.html.j2):
 the paper's Tables 1-3 (utility), Table 4 (BehaviorGen ablation), fidelity and privacy of every
-generator built, the privacy gate's verdicts, generation costs and the plots (embedded PNGs)."""
+generator built, the privacy gate's verdicts, generation costs and the plots (embedded PNGs).
+
+It shows no figure the data cannot support: a report of a scope smaller than the data opens by
+saying its figures are not evidence; result rows carry the notes of bgen_assets/results.py
+(a predictor no better than one intent, a scenario without synthetic data); epsilons above
+EPSILON_SHOWN_UP_TO are shown as a bound; each utility plot is one table and one predictor."""
 
 from __future__ import annotations
 
