@@ -46,9 +46,12 @@ bench: setup
 	$(BIN)/python -m bgen_assets.bench $(if $(ONLY),--only $(ONLY))
 
 # The MLflow UI on 127.0.0.1:$(MLFLOW_PORT) over the local tracking store (bgen_assets/tracking.py).
+# It prints a link per dataset's experiment in the model-training view (MLflow 3 opens its GenAI view otherwise).
 mlflow: setup
 	@store="$$($(BIN)/python -c 'from bgen_assets.config import project; print(project().home / "mlflow")')"; \
 	mkdir -p "$$store"; \
+	$(BIN)/python -c 'from bgen_assets.config import project; from bgen_assets.tracking import MlflowTracking; \
+	  print(*MlflowTracking.for_project(project().home).model_training_links("http://127.0.0.1:$(MLFLOW_PORT)"), sep="\n")'; \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true exec $(BIN)/mlflow server \
 	  --backend-store-uri "sqlite:///$$store/mlflow.db" --artifacts-destination "$$store/artifacts" \
 	  --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1

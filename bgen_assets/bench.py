@@ -21,6 +21,7 @@ import numpy as np
 from bgen_assets.bench_full_scale import full_scale
 from bgen_assets.bench_generators import generator_benchmark
 from bgen_assets.bench_llm_client import client_throughput
+from bgen_assets.bench_noop_user import noop_user
 from bgen_assets.bench_recbole import bert4rec_vs_recbole
 from bgen_assets.config import project
 
@@ -132,6 +133,7 @@ BENCHMARKS = {
     "bert4rec_vs_recbole": bert4rec_vs_recbole,
     "generators": generator_benchmark,
     "full_scale": full_scale,
+    "noop_user": noop_user,
 }
 
 

@@ -19,9 +19,8 @@ from functools import cache, cached_property
 from pathlib import Path
 
 import jinja2
-import yaml
 
-from bgen_assets.config import Project
+from bgen_assets.config import Project, read_yaml
 
 SHARED_MODELS = "dataset"
 PER_GENERATOR = "per_generator"
@@ -77,7 +76,7 @@ class Catalog:
     @cached_property
     def schema_file(self) -> dict:
         path = self.models_dir / "schema.yml"
-        return yaml.safe_load(path.read_text()) if path.exists() else {}
+        return read_yaml(path) if path.exists() else {}
 
     def table_doc(self, name: str) -> dict:
         """The schema-file entry of a table (generic name, e.g. `events`, or `seeds/NAME`)."""

@@ -189,11 +189,21 @@ def cmd_build(args) -> None:
 
 
 def cmd_user(args) -> None:
-    runner = _runner(args.scope, args.workers)
-    try:
-        done = runner.materialize_user(args.dataset, args.user, generator=args.generator, max_weeks=args.max_weeks)
-    finally:
-        runner.close()
+    from bgen_assets.up_to_date import UpToDate, fingerprint
+
+    scoped = project().model_copy(update={"scope": args.scope or project().scope})
+    command = ["user", args.dataset, args.user, args.generator, args.max_weeks, scoped.scope]
+    last_answer = UpToDate(scoped, command)
+    done = last_answer.answer()  # nothing it depends on changed since it found nothing to do: no need to load Dagster
+    if done is None:
+        before = fingerprint(scoped, command)
+        runner = _runner(args.scope, args.workers)
+        try:
+            done = runner.materialize_user(args.dataset, args.user, generator=args.generator, max_weeks=args.max_weeks)
+        finally:
+            runner.close()
+        if not any(done.values()):
+            last_answer.store(before, done)
     if not any(done.values()):
         console.print(f"{args.dataset} user {args.user}: everything up to date, nothing materialised")
     for key, count in done.items():

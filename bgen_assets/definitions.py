@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from dagster import AssetKey, AssetsDefinition, BetaWarning, Definitions
+from dagster import AssetKey, AssetsDefinition, BetaWarning, Definitions, definitions
 
 from bgen_assets.assets.evaluation import EVALUATION_TABLES, evaluation_assets
 from bgen_assets.assets.models import catalog_assets
@@ -61,4 +61,7 @@ def build_definitions(project: Project, catalog: Catalog | None = None) -> Defin
     )
 
 
-defs = build_definitions(project())
+@definitions
+def defs() -> Definitions:
+    """Built when Dagster loads the code location, not when a command imports this module."""
+    return build_definitions(project())

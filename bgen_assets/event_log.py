@@ -6,7 +6,7 @@ commits it with a full journal sync, about 17 ms an event here: a run over thous
 This subclass keeps one engine per database file (a few, least recently used first out) and
 puts the files in WAL mode with `synchronous=NORMAL` (durable across process crashes; a power
 cut may lose the last events, never corrupt the file). Same files, same schema: `dagster dev`
-and plain Dagster read them as before. Configured in dagster.yaml (`event_log_storage`).
+and plain Dagster read them as before. Configured in dagster_instance.yaml (`event_log_storage`).
 """
 
 from __future__ import annotations

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bgen_assets.config import MODELS_DIR, StrictModel, load_declarations
-from bgen_assets.predictors import BACKBONES, PredictorConfig, Predictions, TrainedPredictor, behaviorlm, fit, metrics, pituning
+from bgen_assets.predictor_config import BACKBONES, PredictorConfig
+
+if TYPE_CHECKING:  # torch and transformers load when something trains or scores, not with the graph
+    from bgen_assets.predictors import TrainedPredictor
 
 SCENARIOS = ("pretraining", "finetune", "limited", "replacement", "augmentation")
 VALID_SHARE_OF_POPULATION = 0.1   # the last 10% of each population user's events stop pretraining early
@@ -117,12 +120,14 @@ class Scorer:
     def score(self, models: dict[str, TrainedPredictor] | TrainedPredictor) -> tuple[dict, pd.DataFrame]:
         """(pooled figures, per-user figures) of one predictor for everyone, or of one per user
         (then only those users are scored)."""
+        from bgen_assets.predictors import Predictions, metrics
+
         frame = test_frame(self.individual)
         if not isinstance(models, dict):
             models = dict.fromkeys(frame["user_id"].unique(), models)
         parts = [models[user].predict(events) for user, events in frame.groupby("user_id", sort=True) if user in models]
         if not parts:  # the scope selects no individual user
-            return metrics.score([], [], np.empty((0, 0)), [], self.anchors), pd.DataFrame(columns=["user_id", *metrics.METRICS, "targets"])
+            return metrics.score([], [], np.empty((0, 0)), [], self.anchors), pd.DataFrame(columns=["user_id", *metrics.METRICS, *metrics.COUNTS])
         predictions = Predictions(pd.concat([p.frame for p in parts], ignore_index=True),
                                   np.concatenate([p.scores for p in parts]), parts[0].intents)
         return metrics.evaluate(predictions, self.anchors)
@@ -132,6 +137,8 @@ def fine_tune(spec: ExperimentSpec, config: PredictorConfig, population: Trained
               train: dict[str, pd.DataFrame], valid: pd.DataFrame | None, anchors: list[str],
               on_epoch: Callable | None = None) -> TrainedPredictor:
     """The declared individual stage for one user."""
+    from bgen_assets.predictors import behaviorlm, fit, pituning
+
     if spec.individual_stage == "pituning":
         return pituning.fit_individual(population, train, valid, config=config, on_epoch=on_epoch,
                                        **spec.individual_options)

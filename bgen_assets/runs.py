@@ -38,8 +38,10 @@ COMPUTE_METADATA = ("generate_seconds", "fit_seconds")  # time inside generators
 
 
 def instance_settings(dagster_home: Path) -> dict:
-    """The repository's dagster.yaml, with the event log's directory under `dagster_home`."""
-    settings = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    """The repository's dagster_instance.yaml, with the event log's directory under `dagster_home`.
+    Not named dagster.yaml: `dagster dev` run from the repository would warn that a dagster.yaml
+    outside DAGSTER_HOME is ignored, though bgen copies its settings there."""
+    settings = yaml.safe_load((PROJECT_ROOT / "dagster_instance.yaml").read_text())
     settings["event_log_storage"]["config"] = {"base_dir": str(dagster_home / "history" / "runs")}
     return settings
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import pandas as pd
 import pandera.pandas as pa
 
@@ -23,6 +25,7 @@ def _column(spec: dict) -> pa.Column:
     return pa.Column(_DTYPES[spec["type"]], checks=checks, nullable=spec.get("nullable", False), coerce=True)
 
 
+@cache  # one per (catalog, table): the graph asks for each hundreds of times, and pandera builds slowly
 def table_schema(catalog: Catalog, table: str) -> pa.DataFrameSchema | None:
     doc = catalog.table_doc(table)
     if not doc.get("columns"):

@@ -2,7 +2,9 @@
 
 Store: `tracking_uri` when set, else $BGEN_MLFLOW_URI, else sqlite:///STATE/mlflow/mlflow.db
 with artifacts under STATE/mlflow/artifacts (`make mlflow` serves the UI on that store).
-One experiment per dataset. Every training is a run; per-user fine-tunes are child runs
+One experiment per dataset, marked as model training; MLflow 3.17's UI picks its view from a
+global GenAI / model-training switch instead, so the run links given out (`TrainingRun.url`,
+`make mlflow`) ask for the model-training view. Every training is a run; per-user fine-tunes are child runs
 (tag mlflow.parentRunId) of their configuration's run.
 
     tracking = MlflowTracking()
@@ -38,6 +40,10 @@ from bgen_assets.config import project
 
 LINEAGE_TAG = "bgen.lineage."   # + asset key -> data version of the training set's inputs
 PARENT_TAG = "mlflow.parentRunId"
+# Our experiments hold trainings, not GenAI traces: the tag says so, and MLflow 3.17's UI, which
+# opens in its GenAI view by default, takes the view from this query parameter of a link.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def default_store(home: Path) -> tuple[str, Path]:
@@ -59,7 +65,7 @@ class TrainingRun:
     def url(self) -> str:
         base = self.tracking.uri()
         base = base if base.startswith("http") else "http://127.0.0.1:5000"   # `make mlflow`
-        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}?{MODEL_TRAINING_VIEW}"
 
     def log_epoch(self, epoch: int, figures: Mapping[str, float]) -> None:
         """Per-epoch figures as metric history (step = epoch); fits `fit(on_epoch=...)`."""
@@ -126,9 +132,19 @@ class MlflowTracking(ConfigurableResource):
     def experiment_id(self, client, dataset: str) -> str:
         experiment = client.get_experiment_by_name(dataset)
         if experiment is not None:
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag was set
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
             return experiment.experiment_id
         root = self._artifact_root()
-        return client.create_experiment(dataset, artifact_location=(root / dataset).as_uri() if root else None)
+        return client.create_experiment(dataset, artifact_location=(root / dataset).as_uri() if root else None,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+
+    def model_training_links(self, base_url: str) -> list[str]:
+        """Each dataset's experiment, linked in MLflow's model-training view (`make mlflow` prints
+        them: links inside the UI drop the view)."""
+        return [f"{experiment.name}: {base_url}/#/experiments/{experiment.experiment_id}?{MODEL_TRAINING_VIEW}"
+                for experiment in self.client().search_experiments()
+                if experiment.tags.get(EXPERIMENT_KIND_TAG) == MODEL_TRAINING_KIND]
 
     @contextmanager
     def training_run(self, dataset: str, run_name: str, *, config=None, params: Mapping[str, Any] | None = None,

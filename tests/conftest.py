@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def fixture_data(tmp_path_factory) -> Path:
 
 @contextmanager
 def project_instance(folder: Path):
-    """A temporary Dagster instance with the repository's dagster.yaml settings."""
+    """A temporary Dagster instance with the repository's instance settings (dagster_instance.yaml)."""
     folder.mkdir(parents=True, exist_ok=True)
     with instance_for_test(temp_dir=str(folder), overrides=instance_settings(folder)) as instance:
         yield instance
@@ -164,3 +165,23 @@ def generated_weeks(runner: Runner, dataset: str, generator: str, user: str, max
     assert (generated["ts"].dt.weekday == generated["weekday"]).all()
     assert ((generated["ts"].dt.hour * 60 + generated["ts"].dt.minute) // slot_minutes == generated["time_slot"]).all()
     return generated
+
+
+def chromium() -> str:
+    """Debian's Chromium for headless page checks, installed with apt-get when absent (waiting up to
+    10 minutes for another install's lock)."""
+    found = shutil.which("chromium")
+    if found is None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+            subprocess.run(["timeout", "900", *command, "-o", "DPkg::Lock::Timeout=600"], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+        found = shutil.which("chromium")
+    assert found, "chromium is not on PATH after installing it"
+    return found
+
+
+def headless_chromium(*arguments: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    """Run headless Chromium (no sandbox: tests run as root) with `arguments`, e.g. a --screenshot."""
+    return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--no-first-run", *arguments], capture_output=True, text=True, timeout=timeout, check=True)

@@ -21,6 +21,7 @@ def test_intent_distribution_shows_user_population_and_synthetic():
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("intent", "share of events")
     assert [text.get_text() for text in axes.get_legend().get_texts()] == [
         "user 1004, real", "population, real", "user 1004, synthetic (markov)"]
+    assert axes.get_title() == "Intent distribution of user 1004: real vs markov"
     assert [label.get_text() for label in axes.get_xticklabels()] == ["Food", "Shop", "Travel"]  # by the user's share
     heights = [[bar.get_height() for bar in container] for container in axes.containers]
     assert heights == [[2 / 3, 1 / 3, 0.0], [0.25, 0.5, 0.25], [0.5, 0.0, 0.5]]
@@ -39,12 +40,11 @@ def test_fidelity_and_utility_bars_per_generator():
         assert [bar.get_height() for bar in axes.containers[0]] == [0.2, 0.1]  # level `all` only
     opens_as_png(plots.png(figure))
 
-    results = pd.DataFrame({"generator": ["real only", "real only", "markov"], "precision": [0.4, 0.6, 0.55],
-                            "ndcg@5": [0.7, 0.7, 0.72]})
-    figure = plots.utility_figure(results)
+    scores = pd.DataFrame({"precision": [0.4, 0.55], "ndcg@5": [0.7, 0.72]}, index=["real only", "real + markov"])
+    figure = plots.utility_figure(scores, "Table 1. Pretraining augmentation: predictor bert4rec")
     assert [axes.get_title() for axes in figure.axes] == ["precision", "ndcg@5"]
-    assert [bar.get_height() for bar in figure.axes[0].containers[0]] == [0.5, 0.55]
-    assert figure.axes[0].get_ylabel() == "score"
+    assert [bar.get_height() for bar in figure.axes[0].containers[0]] == [0.4, 0.55]
+    assert (figure.axes[0].get_ylabel(), figure.axes[0].get_xlabel()) == ("score", "training data")
     opens_as_png(plots.png(figure))
 
 
@@ -54,4 +54,5 @@ def test_overlap_histogram_marks_the_gate_level():
     assert axes.get_xlabel() == "overlap ratio with the most similar real week" and axes.get_ylabel() == "synthetic weeks"
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["markov (3 weeks)", "privacy gate level 0.5"]
     assert sum(patch.get_height() for patch in axes.patches) == 3
+    assert axes.get_title() == "Uniqueness of the synthetic weeks of markov"
     opens_as_png(plots.png(figure))

@@ -35,7 +35,7 @@ def test_two_synthetic_partitions_in_parallel(tmp_path, fixture_data):
     project = load_project(project_file)
     env = project_env(project_file)
 
-    # DAGSTER_HOME as the CLI prepares it: <state>/dagster with a copy of the repository's dagster.yaml.
+    # DAGSTER_HOME as the CLI prepares it: <state>/dagster with the repository's dagster_instance.yaml as dagster.yaml.
     home = subprocess.run([str(BIN / "bgen"), "home"], env=env, cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=SUBPROCESS_TIMEOUT, check=True).stdout.strip().splitlines()[-1]
     assert Path(home) == project.home / "dagster" and (Path(home) / "dagster.yaml").is_file()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bgen_assets.assets.synthetic import generation_context, stable_seed
-from bgen_assets.generators import WeekTask, load_generator_specs, seqgan
+from bgen_assets.generators import WeekTask, load_generator_specs, seqgan, seqgan_networks
 from conftest import built_with_generator, generated_weeks, population_events
 
 TINY = {"embed": 8, "hidden": 16, "max_events": 12, "pretrain_epochs": 2, "discriminator_epochs": 1,
@@ -28,21 +28,21 @@ def population(runner):
 
 def test_training_pairs_are_counted_thinned_weeks_in_grammar(population):
     config = seqgan.validate_params(TINY)
-    vocabulary = seqgan.Vocabulary.of_events(population, 48, TINY["max_events"])
-    conditions, lengths, weeks = seqgan.training_pairs(population, vocabulary, config, 48, np.random.default_rng(0))
+    vocabulary = seqgan_networks.Vocabulary.of_events(population, 48, TINY["max_events"])
+    conditions, lengths, weeks = seqgan_networks.training_pairs(population, vocabulary, config, 48, np.random.default_rng(0))
     assert len(weeks) > 0 and weeks.shape[1] == 2 * TINY["max_events"] + 2
-    assert (conditions[:, 0] == seqgan.BOS).all() and (lengths <= 2 * TINY["max_events"] + 1).all()
-    generator = seqgan.Generator(vocabulary, config)
+    assert (conditions[:, 0] == seqgan_networks.BOS).all() and (lengths <= 2 * TINY["max_events"] + 1).all()
+    generator = seqgan_networks.Generator(vocabulary, config)
     assert generator.masks(weeks).gather(-1, weeks[..., None]).all()  # every real token is allowed
-    assert ((weeks == seqgan.EOS).sum(1) == 1).all()
+    assert ((weeks == seqgan_networks.EOS).sum(1) == 1).all()
     events = vocabulary.is_pair(weeks).sum(1)
-    assert (weeks[:, 0] == seqgan.COUNT0 + events - 1).all()  # the count token opens each week
+    assert (weeks[:, 0] == seqgan_networks.COUNT0 + events - 1).all()  # the count token opens each week
     assert events.max() == TINY["max_events"]  # long weeks are thinned to the limit, not dropped
 
 
 def test_sampled_weeks_have_the_count_they_drew(population):
     config = seqgan.validate_params(TINY)
-    generator = seqgan.Generator(seqgan.Vocabulary.of_events(population, 48, TINY["max_events"]), config)  # untrained
+    generator = seqgan_networks.Generator(seqgan_networks.Vocabulary.of_events(population, 48, TINY["max_events"]), config)  # untrained
     weeks = generator.generate(torch.zeros(1, 64, TINY["hidden"]), torch.Generator().manual_seed(0))
     assert generator.masks(weeks).gather(-1, weeks[..., None]).all()
     counts = generator.vocabulary.count_of(weeks[:, 0])

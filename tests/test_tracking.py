@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from bgen_assets.predictors import PredictorConfig, fit
-from bgen_assets.tracking import MlflowTracking, default_store
+from bgen_assets.tracking import EXPERIMENT_KIND_TAG, MlflowTracking, default_store
 from conftest import SUBPROCESS_TIMEOUT
 
 CONFIG = PredictorConfig(history=8, width=16, layers=1, heads=2, batch_size=64, max_epochs=3, patience=5)
@@ -122,3 +122,21 @@ def test_default_store_is_under_the_state_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("BGEN_MLFLOW_URI", "http://127.0.0.1:5999")
     assert MlflowTracking().uri() == "http://127.0.0.1:5999"
     assert MlflowTracking(tracking_uri="sqlite:///x.db").uri() == "sqlite:///x.db"
+
+
+def test_experiments_are_marked_as_model_training(tmp_path):
+    """Experiments are marked as model training (older ones too), and links open that view."""
+    tracking = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"))
+    client = tracking.client()
+    older = client.create_experiment("ubiqlog")
+    for dataset in ("tokyo", "ubiqlog"):
+        tracking.prepare(dataset)
+        assert client.get_experiment_by_name(dataset).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert tracking.experiment_id(client, "ubiqlog") == older
+    # MLflow 3.17's UI takes its view from the link: every link given out asks for model training
+    with tracking.training_run("tokyo", "one run") as run:
+        pass
+    assert run.url.endswith(f"/#/experiments/{run.experiment_id}/runs/{run.run_id}?workflowType=machine_learning")
+    assert sorted(tracking.model_training_links("http://127.0.0.1:5000")) == [
+        f"tokyo: http://127.0.0.1:5000/#/experiments/{run.experiment_id}?workflowType=machine_learning",
+        f"ubiqlog: http://127.0.0.1:5000/#/experiments/{older}?workflowType=machine_learning"]

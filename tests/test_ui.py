@@ -1,9 +1,13 @@
 """`make ui` serves the project's asset graph over GraphQL and stops cleanly: SIGTERM to `make`
-alone, or SIGINT to the whole process group (Ctrl-C), leaves no process of its session behind."""
+alone, or SIGINT to the whole process group (Ctrl-C), leaves no process of its session behind.
+And what the UI shows, in headless Chromium, after a privacy gate stopped a generator: successful
+runs, and the gate as a failed check beside a schema check that ran."""
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +20,7 @@ import pytest
 import requests
 
 from bgen_assets.config import PROJECT_ROOT
-from conftest import write_project
+from conftest import SUBPROCESS_TIMEOUT, headless_chromium, write_project
 
 # A shell starts `make ui` with default signal handling. This pytest process was seen, late in a
 # full run, with SIGINT, SIGQUIT and SIGTERM ignored (SigIgn 0x80004006), and make keeps inherited
@@ -91,11 +95,11 @@ def graphql(port: int, query: str) -> dict:
     return body["data"]
 
 
-def wait_until_serving(port: int, make: subprocess.Popen, log: Path) -> None:
+def wait_until_serving(port: int, server: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
-        if make.poll() is not None:
-            pytest.fail(f"`make ui` exited with {make.returncode} before serving:\n{log_tail(log)}")
+        if server.poll() is not None:
+            pytest.fail(f"the UI's process exited with {server.returncode} before serving:\n{log_tail(log)}")
         try:
             if graphql(port, "{ version }").get("version"):
                 return
@@ -177,3 +181,76 @@ def test_make_ui_serves_and_stops_cleanly(tmp_path, fixture_data, stop):
         if make.poll() is None:
             make.kill()
         make.wait(timeout=10)
+
+
+# The Dagster webserver on a socket bound to port 0 before it serves (no free-port race): prints the
+# port, then serves the workspace of argv[1] on the instance under DAGSTER_HOME until SIGTERM.
+SERVE_UI_ON_ANY_PORT = """
+import socket, sys
+import uvicorn
+from dagster import DagsterInstance
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster_webserver.app import create_app_from_workspace_process_context
+from dagster_webserver.version import __version__
+
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+with DagsterInstance.get() as instance, WorkspaceProcessContext(
+        instance, WorkspaceFileTarget([sys.argv[1]]), version=__version__) as context:
+    app = create_app_from_workspace_process_context(context)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
+"""
+
+
+def page_text(port: int, path: str, screenshot: Path) -> str:
+    """The page rendered in headless Chromium: saved as a 1400 px wide PNG, returned as its text."""
+    url = f"http://127.0.0.1:{port}{path}"
+    options = ("--virtual-time-budget=20000", "--window-size=1400,1000")
+    headless_chromium(*options, f"--screenshot={screenshot}", url)
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+    dom = headless_chromium(*options, "--dump-dom", url).stdout
+    dom = re.sub(r"<(style|script)[^>]*>.*?</\1>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+
+@pytest.mark.slow
+def test_a_stopped_generator_shows_as_successful_runs_and_a_failed_gate_check(tmp_path, fixture_data):
+    project_file = write_project(tmp_path, fixture_data)
+    env = {k: v for k, v in os.environ.items() if k not in ("BGEN_HOME", "BGEN_DATA_DIR", "BGEN_SCOPE")}
+    env |= {"BGEN_PROJECT": str(project_file), "DAGSTER_HOME": str(tmp_path / "state" / "dagster")}
+    bgen = Path(sys.executable).parent / "bgen"
+    built = subprocess.run([str(bgen), "run", "--dataset", "tokyo", "--generator", "markov", "--generator",
+                            "repeat_last_week", "--stage", "evaluate", "--through"], cwd=PROJECT_ROOT, env=env,
+                           capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "tokyo: repeat_last_week is not trained on: privacy gate failed" in built.stdout
+
+    log = tmp_path / "webserver.log"
+    with log.open("wb") as errors:
+        server = subprocess.Popen([sys.executable, "-c", SERVE_UI_ON_ANY_PORT, "workspace.yaml"], cwd=PROJECT_ROOT,
+                                  env=env, stdout=subprocess.PIPE, stderr=errors, text=True, start_new_session=True)
+    try:
+        port = int(server.stdout.readline() or 0)
+        assert port, f"the webserver printed no port:\n{log_tail(log)}"
+        wait_until_serving(port, server, log)
+        graphql(port, "mutation { setNuxSeen }")  # Dagster's first-visit pop-up would cover the pages
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+
+        runs = page_text(port, "/runs", shots / "runs.png")
+        assert runs.count("Success") >= 5 and "Failure" not in runs, f"runs page ({shots}): {runs[:2000]}"
+
+        checks = page_text(port, "/assets/tokyo/privacy_repeat_last_week?view=checks&checkDetail=privacy_gate",
+                           shots / "privacy_gate_check.png")
+        assert "pandera_schema Succeeded" in checks and "privacy_gate Failed" in checks, f"({shots}): {checks[:2000]}"
+        assert "privacy gate failed: 100.0% of" in checks and "non-blocking" in checks
+        assert "Execution failed" not in checks
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=SHUTDOWN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=10)

@@ -10,9 +10,8 @@ from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, 
 
 from bgen_assets.assets.evaluation import EVALUATION_GROUP, EVALUATION_TABLES
 from bgen_assets.config import Project
-from bgen_assets.evaluation import plots
 from bgen_assets.generators import GeneratorSpec
-from bgen_assets.report import SOURCE_FILES, figure_pngs, render
+from bgen_assets.report import SOURCE_FILES, figure_pngs, render, scale_warning
 from bgen_assets.tracking import MlflowTracking
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 
@@ -36,6 +35,8 @@ def report_asset(project: Project, dataset: str, specs: list[GeneratorSpec]) -> 
         kinds={"html", "mlflow"},
     )
     def report(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
+        from bgen_assets.evaluation import plots
+
         def read(table: str) -> pd.DataFrame | None:
             return warehouse.query(f'SELECT * FROM "{dataset}"."{table}"') if table_exists(warehouse, dataset, table) else None
 
@@ -48,8 +49,8 @@ def report_asset(project: Project, dataset: str, specs: list[GeneratorSpec]) -> 
         scores = scores if scores is not None else pd.DataFrame(columns=["user_id", "generator", "scenario"])
         real = warehouse.query(f'SELECT e.user_id, e.intent, s.role FROM "{dataset}".events e JOIN "{dataset}".user_split s USING (user_id)')
         pngs = figure_pngs(fidelity, scores, real, {name: frame for name, frame in synthetic.items() if frame is not None})
-        html = render(dataset, project.datasets[dataset].description, built, scores, fidelity, privacy,
-                      {name: log for name, log in logs.items() if log is not None}, pngs)
+        html = render(dataset, project.datasets[dataset].description, scale_warning(project, dataset), built, scores,
+                      fidelity, privacy, {name: log for name, log in logs.items() if log is not None}, pngs)
         folder = project.home / "reports" / dataset
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in pngs.items():

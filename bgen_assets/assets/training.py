@@ -11,12 +11,17 @@ Every training is an MLflow run (per-user fine-tunes are child runs of the popul
 tagged with the data versions of what it was trained on. Scores: the real test events of the
 individual users in the project's scope (bgen_assets/experiments.py)."""
 
+from __future__ import annotations
+
+import hashlib
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from dagster import AssetDep, AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
+from bgen_assets import results
 from bgen_assets.assets.models import table_fingerprint
 from bgen_assets.catalog import Catalog, Relation
 from bgen_assets.config import Project
@@ -29,11 +34,13 @@ from bgen_assets.experiments import (
     scenario_training_data,
     score_rows,
 )
-from bgen_assets.predictors import TrainedPredictor, fit, metrics
 from bgen_assets.results import TABLES, markdown, utility_tables
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.tracking import MlflowTracking, TrainingRun
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
+
+if TYPE_CHECKING:  # torch loads when something trains, not with the graph
+    from bgen_assets.predictors import TrainedPredictor
 
 TRAINING_GROUP = "training"
 
@@ -42,6 +49,8 @@ class ExperimentData:
     """The real events an experiment reads, and its fixed scorer, for one dataset and scope."""
 
     def __init__(self, project: Project, dataset: str, spec: ExperimentSpec, warehouse: Warehouse):
+        from bgen_assets.predictors import metrics
+
         self.splits = warehouse.query(f'SELECT * FROM "{dataset}".event_splits ORDER BY user_id, ts')
         self.intents = sorted(self.splits["intent"].unique())
         chosen = project.selection(dataset).users
@@ -73,6 +82,8 @@ def save_real_models(population: TrainedPredictor, limited: dict[str, TrainedPre
 
 
 def load_real_models(directory: Path) -> tuple[TrainedPredictor, dict[str, TrainedPredictor]]:
+    from bgen_assets.predictors import TrainedPredictor
+
     population = TrainedPredictor.load(directory / "population")
     limited = {path.name: TrainedPredictor.load(path) for path in sorted((directory / "limited").glob("*"))}
     return population, limited
@@ -109,6 +120,8 @@ def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: in
              synthetic: pd.DataFrame | None, run: TrainingRun) -> tuple[TrainedPredictor, pd.DataFrame]:
     """The population model (on real, or real + `generator`'s synthetic weeks with summed losses),
     scored on the test events."""
+    from bgen_assets.predictors import fit
+
     train, valid = pretraining_frames(data.population, scope_users, config.seed)
     sources = {"real": train}
     if synthetic is not None:
@@ -136,6 +149,11 @@ def scores_result(warehouse: Warehouse, schema, dataset: str, table: str, rows: 
     )
 
 
+def scores_code_version(spec: ExperimentSpec, project: Project, schema) -> str:
+    """The declaration, the scope and the score table's columns: a table of an older layout is rebuilt."""
+    return spec.model_dump_json() + project.scope + ",".join(schema.columns)
+
+
 def real_asset(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec) -> AssetsDefinition:
     schema = table_schema(catalog, "predictor_scores")
     pretrain_config, finetune_config = spec.configs(project.scope)
@@ -147,7 +165,7 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` ({spec.backbone}, individual stage {spec.individual_stage}) on real "
         f"data only: the population model, and per-user fine-tunes on real and on limited real events. {spec.description}",
-        code_version=spec.model_dump_json() + project.scope,
+        code_version=scores_code_version(spec, project, schema),
         kinds={"pytorch", "mlflow"},
     )
     def real(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
@@ -178,7 +196,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` with generator `{generator}`: pretraining augmentation, fine-tuning "
         "replacement and fine-tuning augmentation, from its privacy-gated training set.",
-        code_version=spec.model_dump_json() + project.scope,
+        code_version=scores_code_version(spec, project, schema),
         kinds={"pytorch", "mlflow"},
     )
     def with_generator(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
@@ -220,7 +238,7 @@ def utility_results_asset(project: Project, catalog: Catalog, dataset: str, spec
         description="The paper's Tables 1-3 (pretraining augmentation, fine-tuning replacement, fine-tuning "
         "augmentation) over every experiment built so far, as Markdown metadata and CSV files under "
         "STATE/reports/DS/; the table holds all pooled and per-user scores.",
-        code_version="1",
+        code_version=hashlib.sha256(Path(results.__file__).read_bytes()).hexdigest()[:12],  # the tables' code
         kinds={"duckdb", "python"},
     )
     def utility_results(warehouse: Warehouse) -> MaterializeResult:

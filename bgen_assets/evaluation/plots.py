@@ -55,13 +55,13 @@ def intent_distribution_figure(user_real: pd.Series, population: pd.Series, synt
     axes.set_xticks(positions, shares.index, rotation=45, ha="right")
     axes.set_xlabel("intent")
     axes.set_ylabel("share of events")
-    axes.set_title(f"Intent distribution of user {user}")
+    axes.set_title(f"Intent distribution of user {user}: real vs {generator}")
     axes.legend()
     return figure
 
 
-def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str) -> Figure:
-    """One panel per column of `values` (index = generators, four panels a row), one bar per generator."""
+def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str, xlabel: str = "generator") -> Figure:
+    """One panel per column of `values` (four panels a row), one bar per row (its index label)."""
     columns = list(values.columns)
     width = min(4, len(columns))
     height = -(-len(columns) // width)
@@ -75,7 +75,7 @@ def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str) -> Figure
                          color=[colors[i % len(colors)] for i in range(len(values))])
         panel.set_xticks(range(len(values)), values.index, rotation=45, ha="right")
         panel.set_title(column, fontsize=9)
-        panel.set_xlabel("generator")
+        panel.set_xlabel(xlabel)
         panel.set_ylabel(ylabel)
         panel.bar_label(bars, fmt="%.3g", fontsize=7)
     figure.suptitle(title)
@@ -90,13 +90,12 @@ def fidelity_figure(fidelity: pd.DataFrame) -> Figure:
     return grouped_bars_figure(values, "Fidelity to the real data per generator", "value")
 
 
-def utility_figure(results: pd.DataFrame, metrics: list[str] | None = None) -> Figure:
-    """Bar charts of predictor results: a frame with `generator` and one column per metric
-    (e.g. precision, recall, ndcg@3, ndcg@5); rows of one generator are averaged."""
-    metrics = metrics or [column for column in results.columns if column != "generator"
-                          and pd.api.types.is_numeric_dtype(results[column])]
-    values = results.groupby("generator", sort=False)[metrics].mean()
-    return grouped_bars_figure(values, "Next-intent prediction per training data generator", "score")
+def utility_figure(scores: pd.DataFrame, title: str) -> Figure:
+    """Bar charts of one predictor's scores in one result table: index = the training data of each
+    row (labels must differ: rows are never averaged), one column per metric."""
+    if scores.index.duplicated().any():
+        raise ValueError(f"one bar per row: duplicated rows {sorted(set(scores.index[scores.index.duplicated()]))}")
+    return grouped_bars_figure(scores, title, "score", "training data")
 
 
 def overlap_histogram_figure(top1: pd.Series, generator: str, level: float) -> Figure:
@@ -107,6 +106,6 @@ def overlap_histogram_figure(top1: pd.Series, generator: str, level: float) -> F
     axes.axvline(level, color="black", linestyle="--", label=f"privacy gate level {level}")
     axes.set_xlabel("overlap ratio with the most similar real week")
     axes.set_ylabel("synthetic weeks")
-    axes.set_title("Uniqueness of synthetic weeks")
+    axes.set_title(f"Uniqueness of the synthetic weeks of {generator}")
     axes.legend()
     return figure

@@ -10,6 +10,9 @@
   (neither optimistic nor pessimistic, and the same whatever order the intents are listed in).
 - anchor_f1, tail_f1: macro F1 over the anchor intents / the tail intents (the other intents),
   anchors being the most frequent intents covering a declared share of events.
+- ranked_intents: the intents the predictor ranks (its classes); predicted_intents: how many
+  distinct ones it ranks first over the targets. Always predicting one intent gives a macro recall
+  of 1 / ranked_intents (or 0), whatever the predictor learnt.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from bgen_assets.predictors import Predictions
 
 METRICS = ("precision", "recall", "ndcg@3", "ndcg@5", "anchor_f1", "tail_f1")
+COUNTS = ("targets", "ranked_intents", "predicted_intents")
 
 
 def anchor_intents(counts: pd.Series | Iterable[str], share: float = 0.8) -> list[str]:
@@ -58,7 +62,7 @@ def score(y_true: list[str], y_pred: list[str], scores: np.ndarray, intents: lis
     """All METRICS for one set of targets; targets whose intent is not in `intents` count as
     misses in precision/recall and get NDCG 0."""
     if len(y_true) == 0:
-        return {name: float("nan") for name in METRICS} | {"targets": 0}
+        return {name: float("nan") for name in METRICS} | dict.fromkeys(COUNTS, 0) | {"ranked_intents": len(intents)}
     position = {intent: i for i, intent in enumerate(intents)}
     known = np.array([t in position for t in y_true])
     true_index = np.array([position.get(t, 0) for t in y_true])
@@ -71,7 +75,8 @@ def score(y_true: list[str], y_pred: list[str], scores: np.ndarray, intents: lis
         "anchor_f1": f1_score(y_true, y_pred, labels=anchors, average="macro", zero_division=0) if anchors else np.nan,
         "tail_f1": f1_score(y_true, y_pred, labels=tails, average="macro", zero_division=0) if tails else np.nan,
     }
-    return {name: float(value) for name, value in figures.items()} | {"targets": len(y_true)}
+    return {name: float(value) for name, value in figures.items()} | {
+        "targets": len(y_true), "ranked_intents": len(intents), "predicted_intents": len(set(y_pred))}
 
 
 def evaluate(predictions: Predictions, anchors: list[str]) -> tuple[dict[str, float], pd.DataFrame]:
@@ -84,5 +89,5 @@ def evaluate(predictions: Predictions, anchors: list[str]) -> tuple[dict[str, fl
 
     per_user = pd.DataFrame([{"user_id": user, **figures(rows)}
                              for user, rows in frame.groupby("user_id", sort=True).groups.items()],
-                            columns=["user_id", *METRICS, "targets"])
+                            columns=["user_id", *METRICS, *COUNTS])
     return figures(frame.index), per_user
