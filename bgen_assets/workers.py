@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 PR_SET_PDEATHSIG = 1
 _runner = None  # the worker process's Runner
@@ -54,7 +55,10 @@ def _run(request):
 
 class WorkerPool:
     """`workers` spawned processes, started once per command (they import the project and build its
-    definitions while the command does its first checks) and reused by every stage."""
+    definitions while the command does its first checks) and reused by every stage.
+
+    A concurrent.futures pool, not multiprocessing.Pool: killing the latter's workers (stopping, a
+    failed run) leaves its task queue's lock with a dead holder, and terminating it then waits forever."""
 
     def __init__(self, runner):
         from bgen_assets import progress
@@ -64,10 +68,13 @@ class WorkerPool:
         self.reports = context.Queue()   # epochs and other live figures from the workers' steps
         self.relay = progress.relay(self.reports)
         self.started = context.Value("i", 0)   # workers done starting up
+        self.killed = False
         self.workers = runner.workers
-        self.pool = context.Pool(
-            runner.workers, _start_worker,
-            (runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads, self.reports, self.started))
+        self.executor = ProcessPoolExecutor(
+            runner.workers, mp_context=context, initializer=_start_worker,
+            initargs=(runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads, self.reports,
+                      self.started))
+        self.executor.submit(int)  # the first task starts every worker (spawned pools do not grow later)
 
     def wait_started(self) -> None:
         """Until every worker has its definitions (a benchmark times the work, not the start-up)."""
@@ -75,20 +82,24 @@ class WorkerPool:
             time.sleep(0.1)
 
     def run(self, requests: list) -> Iterator:
+        futures = [self.executor.submit(_run, request) for request in requests]
         try:
-            yield from self.pool.imap_unordered(_run, requests)
+            for future in as_completed(futures):
+                yield future.result()
         except BaseException:  # stopping (Ctrl-C, SIGTERM) or a failed run: the workers go at once
             self.kill()
             raise
 
     def kill(self) -> None:
+        self.killed = True
         for process in multiprocessing.active_children():
             process.kill()   # SIGKILL: Dagster's handlers inside a worker may swallow SIGTERM
-        self.pool.terminate()   # the relay thread is a daemon: a killed worker may hold the queue's lock
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        self.pool.close()
-        self.pool.join()
+        if self.killed:  # nothing to wait for; a killed worker may hold the progress queue's lock
+            return
+        self.executor.shutdown()
         self.reports.put(None)
         self.relay.join()
 

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from dagster import AssetKey
 
 from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
 from bgen_assets.llm.loopback_server import serve, stats
-from bgen_assets.runs import PID_TAG
+from bgen_assets.runs import PID_TAG, RunRequest
 from bgen_assets.warehouse import Warehouse, table_exists
 from conftest import SUBPROCESS_TIMEOUT, TOKYO_USERS, write_project
 
@@ -54,6 +55,17 @@ def test_eight_partitions_in_parallel_on_one_state_directory(built):
     log = rows_of(built.warehouse, "synthetic_markov_log", users)
     pd.testing.assert_frame_equal(log[reference_log.columns], reference_log)
     assert not built.synthetic_status("tokyo", "markov", users, 4)["stale"].any()
+
+
+def test_a_failed_run_stops_the_workers_and_the_command_closes(built):
+    """A run that fails in a worker fails the stage and kills the pool; closing it afterwards
+    returns without waiting on the killed workers."""
+    failing = dataclasses.replace(built, workers=2, stages=[])
+    with pytest.raises(Exception, match="Failed to resolve asset job"):
+        failing.execute("fails", [RunRequest((AssetKey(["tokyo", "no_such_asset"]),)),
+                                  RunRequest((AssetKey(["tokyo", "no_such_asset_either"]),))])
+    failing.close()
+    assert failing._pool is None
 
 
 def declare_loopback_generator(models: Path, base_url: str) -> None:
