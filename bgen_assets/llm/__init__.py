@@ -80,4 +80,4 @@ class BackendConfig:
     structured_output: str = "auto"     # openai: json_schema | text | auto
     batch_size: int = 8                 # hf_local
     threads: int | None = None          # hf_local: torch threads (None = torch default)
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # hf_local: device, dtype (float32); openai: see its module
