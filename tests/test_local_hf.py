@@ -4,6 +4,7 @@ Kept fast: a tiny vocabulary, short prompts, a few dozen new tokens, one backend
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -77,6 +78,25 @@ def test_unconstrained_returns_text(backend):
     assert "<|im_end|>" not in response.text and "<|im_start|>" not in response.text
     assert response.finish_reason in ("stop", "length")
     assert 0 < response.completion_tokens <= 24
+
+
+def test_throughput_and_live_progress(backend):
+    from bgen_assets import progress
+
+    reports = []
+    before = dataclasses.replace(backend.throughput)
+    progress.listen(lambda topic, figures: reports.append((topic, figures)))
+    try:
+        responses = backend.complete([request(5), request(6)])
+    finally:
+        progress.listen(None)
+    done = [figures["done"] for topic, figures in reports if topic == "llm"]
+    assert done[0] == 0 and done[-1] == 2 and done == sorted(done)
+    assert {figures["total"] for _, figures in reports} == {2}
+    after = backend.throughput
+    assert after.prompt_tokens - before.prompt_tokens == sum(r.prompt_tokens for r in responses)
+    assert after.completion_tokens - before.completion_tokens == sum(r.completion_tokens for r in responses)
+    assert after.prompt_s > before.prompt_s and after.decode_s > before.decode_s
 
 
 def test_converted_model_is_reused(backend):

@@ -16,8 +16,10 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from bgen_assets import progress
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, LLMResponse, OnResponse
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,35 @@ def _vocabulary_key(vocabulary: EventVocabulary) -> tuple:
     return tuple(sorted((loc, tuple(sorted(intents))) for loc, intents in vocabulary.intents_by_location.items()))
 
 
+@dataclass
+class Throughput:
+    """A backend's totals over its generate calls: prompt passes, then the decoding steps."""
+
+    prompt_tokens: int = 0       # without padding
+    prompt_s: float = 0.0
+    completion_tokens: int = 0
+    decode_s: float = 0.0
+
+
+class _LiveFigures:
+    """One `complete` call's figures for the progress display (topic "llm"), at most once a second."""
+
+    def __init__(self, model: str, total: int) -> None:
+        self.model, self.total, self.done = model, total, 0
+        self.tokens_per_s: float | None = None
+        self._sent_at = 0.0
+
+    def step(self, sampler) -> None:
+        now = time.perf_counter()
+        if now - self._sent_at >= 1.0 and now > sampler.prompt_done_at:
+            self.tokens_per_s = sampler.tokens / (now - sampler.prompt_done_at)
+            self.send(now)
+
+    def send(self, now: float | None = None) -> None:
+        self._sent_at = now or time.perf_counter()
+        progress.report("llm", model=self.model, done=self.done, total=self.total, tokens_per_s=self.tokens_per_s)
+
+
 class LocalHFBackend:
     """Batched local generation; constrained rows follow `grammar.ConstrainedSampler`.
 
@@ -111,6 +142,7 @@ class LocalHFBackend:
         self._grammars: dict[tuple, object] = {}
         self._lock = threading.Lock()     # one generate at a time per backend
         self.load_seconds: float | None = None
+        self.throughput = Throughput()
 
     # -- loading --
 
@@ -193,16 +225,20 @@ class LocalHFBackend:
             order = sorted(range(len(requests)), key=lambda i: lengths[i])  # less padding per batch
             size = max(1, int(self.config.batch_size))
             responses: list[LLMResponse | None] = [None] * len(requests)
+            live = _LiveFigures(self.model, len(requests))
+            live.send()
             for start in range(0, len(order), size):
                 batch = order[start:start + size]
-                answers = self._generate([requests[i] for i in batch], [prompts[i] for i in batch])
+                answers = self._generate([requests[i] for i in batch], [prompts[i] for i in batch], live.step)
                 for i, answer in zip(batch, answers):
                     responses[i] = answer
                     if on_response:
                         on_response(i, answer)
+                live.done += len(batch)
+                live.send()
             return responses
 
-    def _generate(self, requests: list[LLMRequest], prompts: list[str]) -> list[LLMResponse]:
+    def _generate(self, requests: list[LLMRequest], prompts: list[str], on_step=None) -> list[LLMResponse]:
         import torch
         from transformers import GenerationConfig
 
@@ -215,7 +251,7 @@ class LocalHFBackend:
         eos_ids = self._eos_ids()
         rows = [RowSpec(r.sampling, self._grammar(r.constraint) if r.constraint is not None else None)
                 for r in requests]
-        sampler = ConstrainedSampler(rows, prompt_length, eos_ids)
+        sampler = ConstrainedSampler(rows, prompt_length, eos_ids, on_step)
         # A clean config: the sampler chooses every token, greedy decoding just takes it.
         generation = GenerationConfig(
             do_sample=False, max_new_tokens=max(r.sampling.max_tokens for r in requests),
@@ -226,7 +262,8 @@ class LocalHFBackend:
             bos_token_id=tokenizer.bos_token_id)
         with torch.inference_mode():
             output = lm.generate(**inputs, generation_config=generation, logits_processor=[sampler])
-        share = (time.perf_counter() - started) / len(requests)
+        ended = time.perf_counter()
+        share = (ended - started) / len(requests)
 
         responses = []
         for row, request in enumerate(requests):
@@ -245,4 +282,9 @@ class LocalHFBackend:
                 finish_reason=reason,
                 error="generated a token outside the grammar" if sampler.off_grammar[row] else None,
             ))
+        totals = self.throughput
+        totals.prompt_tokens += sum(r.prompt_tokens for r in responses)
+        totals.prompt_s += sampler.prompt_done_at - started
+        totals.completion_tokens += sum(r.completion_tokens for r in responses)
+        totals.decode_s += ended - sampler.prompt_done_at
         return responses
