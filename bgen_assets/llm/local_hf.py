@@ -10,6 +10,7 @@ Importing this module is cheap: torch and transformers are imported when the mod
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import shutil
@@ -18,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from bgen_assets import progress
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, LLMResponse, OnResponse
@@ -54,6 +56,7 @@ def convert_bundled(cache_dir: Path) -> Path:
     if _is_model_dir(target):
         return target
     import torch
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
@@ -65,8 +68,11 @@ def convert_bundled(cache_dir: Path) -> Path:
         if time.time() - stale.stat().st_mtime > 3600:
             shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=target.parent))
+    # The GGUF reader draws a plain tqdm bar (272 steps in run logs) that disable_progress_bar() misses.
+    quiet_reader = mock.patch.object(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True))
     try:
-        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        with quiet_reader:
+            gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         # save_pretrained refuses a GGUF-loaded model: copy its weights into a fresh one.
         config = gguf_model.config
         if hasattr(config, "quantization_config"):
