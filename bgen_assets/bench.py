@@ -151,6 +151,8 @@ LOCAL_LLM_BEFORE = {
     "conditions": "2 cores shared with other test runs (load average 4-7), threads 2, batch 8, first 8 user-weeks",
     "tokyo": {"user_weeks": 8, "seconds_per_user_week": 57.62, "prompt_tokens_per_s": 61.5,
               "decode_tokens_per_s": 5.1, "pass_at_1": 1.0},
+    "ubiqlog": {"user_weeks": 8, "seconds_per_user_week": 263.49, "prompt_tokens_per_s": 76.2,
+                "decode_tokens_per_s": 2.8, "pass_at_1": 1.0},
 }
 
 
