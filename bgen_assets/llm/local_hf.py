@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -94,6 +95,15 @@ def convert_bundled(cache_dir: Path) -> Path:
     return target
 
 
+def free_threads(wanted: int | None, share: int) -> int:
+    """Torch threads for a model loading now: `wanted` (None: all), never more than this process's
+    share (torch's default, a worker's OMP_NUM_THREADS), less the cores that other processes keep
+    busy (the 1-minute load average). On oversubscribed cores every step waits for a descheduled
+    thread: 2 threads on 2 busy cores were 4-11x slower per step than 1; on idle ones 1.5x faster."""
+    busy = round(os.getloadavg()[0])
+    return max(1, min(wanted or share, share, (os.cpu_count() or 1) - busy))
+
+
 def _vocabulary_key(vocabulary: EventVocabulary) -> tuple:
     return tuple(sorted((loc, tuple(sorted(intents))) for loc, intents in vocabulary.intents_by_location.items()))
 
@@ -170,10 +180,7 @@ class LocalHFBackend:
 
         transformers_logging.disable_progress_bar()  # no per-load progress bars in run logs
         started = time.perf_counter()
-        if self.config.threads:
-            # Never more than this process's share (a worker's OMP_NUM_THREADS): on oversubscribed
-            # cores every step waits for a descheduled thread (measured 11x slower than one thread).
-            torch.set_num_threads(min(int(self.config.threads), torch.get_num_threads()))
+        torch.set_num_threads(free_threads(self.config.threads, torch.get_num_threads()))
         path = self.model_dir()
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.padding_side = "left"
