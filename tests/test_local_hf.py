@@ -14,7 +14,7 @@ import pytest
 from bgen_assets.config import PROJECT_ROOT, load_project
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
 from bgen_assets.llm.event_format import parse_week
-from bgen_assets.llm.local_hf import DEFAULT_MODEL, LocalHFBackend, convert_bundled
+from bgen_assets.llm.local_hf import DEFAULT_MODEL, LocalHFBackend, convert_bundled, free_threads
 
 MODEL_CACHE = load_project().model_cache
 
@@ -110,6 +110,15 @@ def test_importing_the_backend_is_cheap():
     code = "import sys, bgen_assets.llm.local_hf; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_threads_leave_busy_cores_alone(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert free_threads(2, 2) == 2 and free_threads(None, 2) == 2
+    assert free_threads(2, 1) == 1  # a worker's share
+    monkeypatch.setattr("os.getloadavg", lambda: (6.0, 6.0, 6.0))
+    assert free_threads(2, 2) == 1
 
 
 def test_a_model_path_must_be_a_model_directory(tmp_path):

@@ -158,6 +158,7 @@ class LocalHFBackend:
         self._grammars: dict[tuple, object] = {}
         self._lock = threading.Lock()     # one generate at a time per backend
         self.load_seconds: float | None = None
+        self.threads: int | None = None     # torch threads, chosen at load
         self.throughput = Throughput()
 
     # -- loading --
@@ -180,7 +181,8 @@ class LocalHFBackend:
 
         transformers_logging.disable_progress_bar()  # no per-load progress bars in run logs
         started = time.perf_counter()
-        torch.set_num_threads(free_threads(self.config.threads, torch.get_num_threads()))
+        self.threads = free_threads(self.config.threads, torch.get_num_threads())
+        torch.set_num_threads(self.threads)
         path = self.model_dir()
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.padding_side = "left"
@@ -194,7 +196,7 @@ class LocalHFBackend:
         model.eval()
         self._tokenizer, self._lm = tokenizer, model
         self.load_seconds = time.perf_counter() - started
-        log.info("loaded %s (%s, %d threads) in %.1f s", path, dtype, torch.get_num_threads(), self.load_seconds)
+        log.info("loaded %s (%s, %d threads) in %.1f s", path, dtype, self.threads, self.load_seconds)
 
     def _eos_ids(self) -> list[int]:
         ids = self._lm.generation_config.eos_token_id
