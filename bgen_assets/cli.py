@@ -71,18 +71,37 @@ def stage_table(runner) -> Table:
 
 
 class ProgressBars:
-    """A live bar per stage: done/total units (weeks, fits, predictors), rate and ETA; and one for
-    the training running now: its epochs (of at most max_epochs) and its latest validation loss."""
+    """A live bar per stage: done/total units (weeks, fits, predictors), rate and ETA; one for
+    the training running now: its epochs (of at most max_epochs) and its latest validation loss;
+    and one for the local LLM's current call: requests answered and decoding tokens/s."""
 
     def __init__(self, progress):
         self.progress, self.tasks = progress, {}
+        self.llm_done = 0
 
     def __call__(self, stage: str, done: int, total: int, unit: str = "") -> None:
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, unit=unit)
         self.progress.update(self.tasks[stage], completed=done, total=total)
 
-    def epoch(self, topic: str, figures: dict) -> None:
+    def report(self, topic: str, figures: dict) -> None:
+        """The listener for `bgen_assets.progress` reports."""
+        if topic == "epoch":
+            self.epoch(figures)
+        elif topic == "llm":
+            self.llm(figures)
+
+    def llm(self, figures: dict) -> None:
+        rate = figures["tokens_per_s"]
+        label = f"  {figures['model'][:30]} · " + (f"{rate:.0f} tokens/s" if rate else "reading prompts")
+        if "llm" not in self.tasks:
+            self.tasks["llm"] = self.progress.add_task(label, total=figures["total"], unit="requests")
+        elif figures["done"] < self.llm_done:  # a new call: its own count, rate and ETA
+            self.progress.reset(self.tasks["llm"], total=figures["total"])
+        self.llm_done = figures["done"]
+        self.progress.update(self.tasks["llm"], description=label, completed=figures["done"], total=figures["total"])
+
+    def epoch(self, figures: dict) -> None:
         loss = figures.get("valid_loss", figures.get("train_loss"))
         kind = "valid" if "valid_loss" in figures else "train"
         label = f"  {figures['run'][:34]} · {kind} loss {loss:.3f}"
@@ -167,7 +186,7 @@ def cmd_run(args) -> None:
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             runner.on_progress = bars = ProgressBars(progress)
-            listen(bars.epoch)
+            listen(bars.report)
             run_scope(runner, datasets, args.generator, args.experiment, stages)
         stopped = False
     finally:  # stopped or failed too: what each stage did so far

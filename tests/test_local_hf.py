@@ -4,6 +4,7 @@ Kept fast: a tiny vocabulary, short prompts, a few dozen new tokens, one backend
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 from bgen_assets.config import PROJECT_ROOT, load_project
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
 from bgen_assets.llm.event_format import parse_week
-from bgen_assets.llm.local_hf import DEFAULT_MODEL, LocalHFBackend, convert_bundled
+from bgen_assets.llm.local_hf import DEFAULT_MODEL, LocalHFBackend, convert_bundled, free_threads
 
 MODEL_CACHE = load_project().model_cache
 
@@ -79,6 +80,25 @@ def test_unconstrained_returns_text(backend):
     assert 0 < response.completion_tokens <= 24
 
 
+def test_throughput_and_live_progress(backend):
+    from bgen_assets import progress
+
+    reports = []
+    before = dataclasses.replace(backend.throughput)
+    progress.listen(lambda topic, figures: reports.append((topic, figures)))
+    try:
+        responses = backend.complete([request(5), request(6)])
+    finally:
+        progress.listen(None)
+    done = [figures["done"] for topic, figures in reports if topic == "llm"]
+    assert done[0] == 0 and done[-1] == 2 and done == sorted(done)
+    assert {figures["total"] for _, figures in reports} == {2}
+    after = backend.throughput
+    assert after.prompt_tokens - before.prompt_tokens == sum(r.prompt_tokens for r in responses)
+    assert after.completion_tokens - before.completion_tokens == sum(r.completion_tokens for r in responses)
+    assert after.prompt_s > before.prompt_s and after.decode_s > before.decode_s
+
+
 def test_converted_model_is_reused(backend):
     started = time.perf_counter()
     path = convert_bundled(MODEL_CACHE)
@@ -90,6 +110,15 @@ def test_importing_the_backend_is_cheap():
     code = "import sys, bgen_assets.llm.local_hf; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_threads_leave_busy_cores_alone(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert free_threads(2, 2) == 2 and free_threads(None, 2) == 2
+    assert free_threads(2, 1) == 1  # a worker's share
+    monkeypatch.setattr("os.getloadavg", lambda: (6.0, 6.0, 6.0))
+    assert free_threads(2, 2) == 1
 
 
 def test_a_model_path_must_be_a_model_directory(tmp_path):

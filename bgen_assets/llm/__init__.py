@@ -79,5 +79,5 @@ class BackendConfig:
     max_retries: int = 4
     structured_output: str = "auto"     # openai: json_schema | text | auto
     batch_size: int = 8                 # hf_local
-    threads: int | None = None          # hf_local: torch threads (None = torch default)
-    options: dict = field(default_factory=dict)
+    threads: int | None = None          # hf_local: torch threads at most (None = torch default); fewer on busy cores
+    options: dict = field(default_factory=dict)  # hf_local: device, dtype (float32); openai: see its module

@@ -30,8 +30,9 @@ newline and then only end of sequence is left.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -350,7 +351,8 @@ class ConstrainedSampler(LogitsProcessor):
     largest: a row past its own budget gets end of sequence and counts as `truncated`.
     """
 
-    def __init__(self, rows: list[RowSpec], prompt_length: int, eos_ids: Sequence[int]) -> None:
+    def __init__(self, rows: list[RowSpec], prompt_length: int, eos_ids: Sequence[int],
+                 on_step: Callable[[ConstrainedSampler], None] | None = None) -> None:
         self.rows = rows
         self.prompt_length = prompt_length
         self.eos_ids = list(eos_ids)
@@ -359,6 +361,9 @@ class ConstrainedSampler(LogitsProcessor):
         self.finished = [False] * len(rows)
         self.truncated = [False] * len(rows)
         self.off_grammar = [False] * len(rows)  # a token the grammar rejects came in (should not happen)
+        self.on_step = on_step                   # called after each step, e.g. for live throughput
+        self.prompt_done_at: float | None = None  # the first call comes right after the prompt pass
+        self.tokens = 0                           # tokens chosen for rows still generating
         self._seen = 0
 
     def _advance(self, row: int, token_id: int) -> None:
@@ -371,6 +376,8 @@ class ConstrainedSampler(LogitsProcessor):
             self.off_grammar[row] = self.states[row] is None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prompt_done_at is None:
+            self.prompt_done_at = time.perf_counter()
         generated = input_ids.shape[1] - self.prompt_length
         new_tokens = input_ids[:, self.prompt_length + self._seen:].tolist()
         for row, tokens in enumerate(new_tokens):
@@ -393,4 +400,7 @@ class ConstrainedSampler(LogitsProcessor):
                 row_scores = scores[row].float().cpu()
                 token = int(ids[sample_token(row_scores[ids], spec.sampling, self.generators[row])])
             chosen[row, token] = 0.0  # the only finite score: greedy decoding takes exactly this token
+        self.tokens += self.finished.count(False)
+        if self.on_step:
+            self.on_step(self)
         return chosen
