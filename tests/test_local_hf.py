@@ -100,7 +100,7 @@ def test_throughput_and_live_progress(backend):
 
 def test_converted_model_is_reused(backend):
     """A second conversion returns the existing directory untouched (same files, no new folder)."""
-    target = MODEL_CACHE / DEFAULT_MODEL
+    target = convert_bundled(MODEL_CACHE)
     before = {path.name: path.stat().st_mtime_ns for path in target.iterdir()}
     siblings = set(MODEL_CACHE.iterdir())
     path = convert_bundled(MODEL_CACHE)
