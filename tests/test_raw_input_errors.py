@@ -7,7 +7,6 @@ import gzip
 import io
 import os
 import shutil
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -31,9 +30,9 @@ def tables_in(project) -> set[str]:
             "SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
 
 
-def data_with(tmp_path, fixture_data, file: str, content) -> Path:
-    """A copy of the fixture data with `file` replaced by `content` (its bytes, or a function that
-    writes the path)."""
+def project_with(tmp_path, fixture_data, file: str, content, edit=None):
+    """The fixture project on a copy of the fixture data with `file` replaced by `content` (its
+    bytes, or a function that writes the path)."""
     data = tmp_path / "data"
     shutil.copytree(fixture_data, data)
     if callable(content):
@@ -41,13 +40,13 @@ def data_with(tmp_path, fixture_data, file: str, content) -> Path:
         content(data / file)
     else:
         (data / file).write_bytes(content)
-    return data
+    return load_project(write_project(tmp_path, data, edit))
 
 
 def build_with(tmp_path, fixture_data, file: str, content, edit=None):
     """Build the shared assets with `file` replaced by `content`; returns the project and the
     failure message."""
-    project = load_project(write_project(tmp_path, data_with(tmp_path, fixture_data, file, content), edit))
+    project = project_with(tmp_path, fixture_data, file, content, edit)
     with project_instance(tmp_path / "dagster") as instance:
         with pytest.raises(RunFailed) as failure:
             Runner.for_project(project, instance).build_shared()
@@ -57,7 +56,7 @@ def build_with(tmp_path, fixture_data, file: str, content, edit=None):
 def read_with(tmp_path, fixture_data, dataset: str, file: str, content, edit=None) -> str:
     """The message of reading the events source of `dataset` with `file` replaced by `content`,
     as the raw asset reads it (`locate`, then `load_events`), without a Dagster run."""
-    project = load_project(write_project(tmp_path, data_with(tmp_path, fixture_data, file, content), edit))
+    project = project_with(tmp_path, fixture_data, file, content, edit)
     source = project.datasets[dataset].sources["events"]
     with pytest.raises(RawDataError) as failure:
         load_events(locate(source, project), source, project.datasets[dataset].timezone)
