@@ -274,7 +274,7 @@ def command_parser() -> argparse.ArgumentParser:
         command.set_defaults(run=cmd_demo if name == "demo" else cmd_run)
     build = commands.add_parser("build", help="observe the source files and rebuild the stale or missing shared assets")
     build.set_defaults(run=cmd_build)
-    user = commands.add_parser("user", help="materialise one user's partitions (all weeks), only what is stale or missing")
+    user = commands.add_parser("user", help="materialise one user's partitions the scope declares, only what is stale or missing")
     user.add_argument("dataset")
     user.add_argument("user")
     user.add_argument("--generator", default=None, help="one generator declaration (default: those the scope builds)")

@@ -403,13 +403,31 @@ class Runner:
         Returns how many partitions each asset materialised (0 everywhere = already up to date)."""
         if user not in self.instance.get_dynamic_partitions(users(dataset).name):
             raise RunFailed(f"unknown user {user!r} of dataset {dataset!r} (is {dataset}/raw_events materialised?)")
-        generators = self.generator_names(dataset) if generator is None else [generator]
-        self.check_shared_built(dataset, generators)
-        done = {key.to_user_string(): 1 for key in self.fit_generators(dataset, generators)}
+        weeks = {generator: max_weeks} if generator is not None else self.user_generators(dataset, user, max_weeks)
+        self.check_shared_built(dataset, list(weeks))
+        done = {key.to_user_string(): 1 for key in self.fit_generators(dataset, list(weeks))}
         done[f"{dataset}/weekly_segments"] = self.build_segments(dataset, [user])
-        for name in generators:
-            done[f"{dataset}/synthetic_{name}"] = self.generate(dataset, name, [user], max_weeks)
+        for name, cap in weeks.items():
+            done[f"{dataset}/synthetic_{name}"] = self.generate(dataset, name, [user], cap)
         return done
+
+    def user_generators(self, dataset: str, user: str, max_weeks: int | None) -> dict[str, int | None]:
+        """The generators `bgen user` builds for one user, each with its week cap: those the scope
+        builds for the dataset, on all the user's weeks (or `max_weeks`), except on-request ones
+        (slow: an LLM, a long fit), built only for the users their scope names, on its weeks."""
+        from bgen_assets.generators import load_generator_specs
+
+        project_selection, built = self.project.selection(dataset), self.generator_names(dataset)
+        chosen = {}
+        for spec in load_generator_specs(self.catalog.models_dir / "generators"):
+            if spec.name not in built:
+                continue
+            selection = spec.selection(self.project.scope, dataset, project_selection)
+            if not spec.on_request:
+                chosen[spec.name] = max_weeks
+            elif selection.users is None or user in selection.users:
+                chosen[spec.name] = max_weeks if max_weeks is not None else selection.max_weeks_per_user
+        return chosen
 
     def evaluate_generators(self, dataset: str, generators: list[str]) -> dict[str, tuple[bool, str]]:
         """Fidelity and privacy of each generator's synthetic table, where stale or missing; returns

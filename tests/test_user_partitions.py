@@ -1,5 +1,6 @@
 """Materialising one user, re-running it, and what becomes stale after a change."""
 
+import dataclasses
 import gzip
 import shutil
 
@@ -7,7 +8,7 @@ import yaml
 from dagster import AssetKey
 
 from bgen_assets.catalog import Catalog
-from bgen_assets.config import MODELS_DIR
+from bgen_assets.config import MODELS_DIR, ScopeSelection
 from bgen_assets.runs import Runner
 from conftest import built_on_copied_data, read_gz_lines
 
@@ -32,6 +33,16 @@ def visible_weeks(runner, user):
 def stale_weeks(runner, user):
     status = runner.synthetic_status("tokyo", "markov", [user], None)
     return status.loc[status["stale"], "week"].tolist()
+
+
+def test_single_user_command_runs_on_request_generators_only_where_their_scope_says(built):
+    demo = {"tokyo": ScopeSelection(users=["1004", "638"], max_weeks_per_user=4)}
+    scoped = dataclasses.replace(built, project=built.project.model_copy(update={"scopes": {**built.project.scopes, "demo": demo}}))
+    # BehaviorGen's declaration names 1004 (2 weeks) and not 638; markov is built for any user, on all weeks
+    assert scoped.user_generators("tokyo", "1004", None)["behaviorgen"] == 2
+    assert scoped.user_generators("tokyo", "1004", None)["markov"] is None
+    assert "behaviorgen" not in scoped.user_generators("tokyo", "638", None)
+    assert scoped.user_generators("tokyo", "1004", 1)["behaviorgen"] == 1
 
 
 def test_single_user_materialises_exactly_that_user(built):
