@@ -380,7 +380,8 @@ class Runner:
         stale = int(status["stale"].sum())
         if not stale:
             return 0
-        per_run = self.user_weeks_per_run or max(25, -(-stale // (4 * self.workers)))  # several runs per worker
+        runs = self.workers * max(1, min(4, stale // (50 * self.workers)))  # whole rounds of >= 50 user-weeks a run
+        per_run = self.user_weeks_per_run or -(-stale // runs)
         blocks = partition_blocks(status, self.instance.get_dynamic_partitions(users(dataset).name),
                                   self.instance.get_dynamic_partitions(weeks(dataset).name), per_run)
         key = AssetKey([dataset, f"synthetic_{generator}"])

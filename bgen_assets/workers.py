@@ -42,6 +42,7 @@ def _start_worker(project, models_dir, instance_ref, threads: int, reports, star
     from bgen_assets.runs import Runner
 
     progress.forward_to(reports)
+    import openai  # noqa: F401  the LLM client's SDK (~1 s): imported while the command checks its inputs, not in a run
     global _runner
     _runner = Runner(project, build_definitions(project, Catalog(project, models_dir)),
                      DagsterInstance.from_ref(instance_ref), Catalog(project, models_dir))
@@ -74,15 +75,22 @@ class WorkerPool:
             runner.workers, mp_context=context, initializer=_start_worker,
             initargs=(runner.project, runner.catalog.models_dir, runner.instance.get_ref(), threads, self.reports,
                       self.started))
-        self.executor.submit(int)  # the first task starts every worker (spawned pools do not grow later)
+        # a spawned pool starts a worker per task submitted while none is idle: one task each starts them all now
+        self.start_tasks = [self.executor.submit(int) for _ in range(runner.workers)]
 
     def wait_started(self) -> None:
-        """Until every worker has its definitions (a benchmark times the work, not the start-up)."""
+        """Until every worker has its definitions (a benchmark times the work, not the start-up);
+        raises BrokenProcessPool if one could not start."""
         while self.started.value < self.workers:
+            for task in self.start_tasks:
+                if task.done():
+                    task.result()
             time.sleep(0.1)
 
     def run(self, requests: list) -> Iterator:
-        futures = [self.executor.submit(_run, request) for request in requests]
+        """The requests' outcomes as they complete; the largest start first, so that no worker is
+        left with a long run while the others idle."""
+        futures = [self.executor.submit(_run, request) for request in sorted(requests, key=lambda r: -r.units)]
         try:
             for future in as_completed(futures):
                 yield future.result()
