@@ -1,7 +1,7 @@
 """`make bench`: measured figures, one key per benchmark, merged into
 $BGEN_HOME/bench/results.json with when and where they were taken.
 
-    python -m bgen_assets.bench                      # all
+    python -m bgen_assets.bench                      # all but full_run (an hour or more)
     python -m bgen_assets.bench --only tokens_per_event llm_client_throughput
     make bench ONLY=local_llm
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bgen_assets.bench_full_scale import full_scale
+from bgen_assets.bench_full_scale import full_run, full_scale
 from bgen_assets.bench_generators import generator_benchmark
 from bgen_assets.bench_llm_client import client_throughput
 from bgen_assets.bench_noop_user import noop_user
@@ -195,6 +195,7 @@ BENCHMARKS = {
     "bert4rec_vs_recbole": bert4rec_vs_recbole,
     "generators": generator_benchmark,
     "full_scale": full_scale,
+    "full_run": full_run,
     "noop_user": noop_user,
 }
 
@@ -203,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), default=None)
     args = parser.parse_args(argv)
-    selected = args.only or list(BENCHMARKS)
-    runner = None if selected == ["full_scale"] else _runner()  # full_scale starts from empty states of its own
+    selected = args.only or [name for name in BENCHMARKS if name not in ON_REQUEST]
+    runner = None if set(selected) <= {"full_scale", "full_run"} else _runner()  # these start from empty states of their own
     for name in selected:
         record(name, BENCHMARKS[name](runner))
     print(f"results: {results_path()}")

@@ -7,6 +7,10 @@ directory each time (the data directory is the project's).
   cpu_workers_speedup   Markov over every Tokyo user-week, `--workers 2` against 1
   llm_workers_speedup   BehaviorGen over the loopback OpenAI server (200 ms a request, one request
                         at a time per process) on >= 200 user-weeks, `--workers 4` against 1
+
+`make bench ONLY=full_run` (key `full_run`, an hour or more): `bgen run --scope full --workers 2`
+on each dataset from an empty state directory, every stage (generators, evaluation with the
+privacy gate, the declared experiments, the report), wall and compute seconds per stage.
 """
 
 from __future__ import annotations
@@ -114,4 +118,28 @@ def full_scale(_runner=None) -> dict:
             four_s, _, start_up = loopback_generation(Path(folder) / "llm4", base_url, workers=4)
         figures.update({"llm_user_weeks": weeks, "llm_workers_1_s": round(one_s, 1), "llm_workers_4_s": round(four_s, 1),
                         "llm_workers_speedup": round(one_s / four_s, 2), "llm_workers_4_start_up_s": round(start_up, 1)})
+    return figures
+
+
+def full_run(_runner=None, workers: int = 2) -> dict:
+    """`bgen run --scope full --workers 2` per dataset from an empty state directory."""
+    from bgen_assets.cli import STAGES, run_scope
+
+    figures: dict = {"workers": workers, "cpus": os.cpu_count()}
+    for dataset in project().datasets:
+        with tempfile.TemporaryDirectory() as folder:
+            runner = fresh_runner(Path(folder), workers)
+            started = time.perf_counter()
+            runner.start_workers()
+            try:
+                run_scope(runner, [dataset], None, None, STAGES)
+            finally:
+                runner.close()
+            figures[dataset] = {
+                "total_wall_s": round(time.perf_counter() - started, 1),
+                "stages": {record.name: {"wall_s": round(record.wall_s, 1), "compute_s": round(record.compute_s, 1),
+                                         "runs": len(record.outcomes), "units": record.units}
+                           for record in runner.stages if record.outcomes},
+                "loadavg_1min_after": round(os.getloadavg()[0], 2),
+            }
     return figures
