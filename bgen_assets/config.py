@@ -35,6 +35,8 @@ class ColumnMapping(StrictModel):
     end_ts: str | None = Field(default=None, description="end of a span (start/end sources)")
     location: str
     intent: str | None = Field(default=None, description="absent when a SQL model derives it")
+    utc_offset: str | None = Field(default=None, description="each row's offset from UTC (minutes, or +HH:MM): the "
+                                   "timestamps are UTC and become that row's local time")
 
 
 class SourceFile(StrictModel):
@@ -47,7 +49,8 @@ class SourceFile(StrictModel):
     delimiter: str = ","
     kind: Literal["events", "lookup", "profiles"] = "events"
     columns: ColumnMapping | None = None
-    timestamp_format: str | None = Field(default=None, description="strptime format; None = ISO")
+    timestamp_format: str | None = Field(default=None, description="strptime format, or epoch_s / epoch_ms (seconds or "
+                                         "milliseconds since 1970, UTC); None = ISO")
     intents: list[str] | None = Field(
         default=None, description="the intents the file may hold; another is refused (None = any)")
 

@@ -39,6 +39,8 @@ FORBIDDEN_IN_USER_IDS = [*INVALID_PARTITION_SUBSTRINGS, MULTIPARTITION_KEY_DELIM
 CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
 DATE_ONLY = r"\d{4}-\d{2}-\d{2}"
 UTC_OFFSET_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
+EPOCH_UNITS = {"epoch_s": ("s", "seconds"), "epoch_ms": ("ms", "milliseconds")}  # timestamp_format values
+MAX_UTC_OFFSET_MINUTES = 14 * 60  # the widest real offsets: UTC-12 .. UTC+14
 MAX_ARROW_BLOCK = 2**31 - 1
 PYARROW_TEXT = pd.StringDtype("pyarrow")  # vectorised string checks on millions of rows
 
@@ -202,14 +204,18 @@ def require_columns(path: Path, frame: pd.DataFrame, source: SourceFile, needed:
     raise RawDataError(path, f"missing column (found: {', '.join(map(str, frame.columns))})", column=missing[0], lines=[1])
 
 
-def _require_parquet_types(path: Path, frame: pd.DataFrame, declared: dict[str, str]) -> None:
+def _require_parquet_types(path: Path, frame: pd.DataFrame, declared: dict[str, str], epoch: bool = False) -> None:
     """Times must be timestamps or text, labels text (user ids may be integers): a number read
     as a time or a float read as a label would change the data silently."""
     for field, column in declared.items():
         dtype = frame[column].dtype
         if field in TIME_FIELDS:
-            fits = pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
-            expected = "timestamps or ISO 8601 text"
+            fits = pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_string_dtype(dtype) \
+                or (epoch and pd.api.types.is_integer_dtype(dtype))
+            expected = "timestamps or ISO 8601 text" + (" or epoch integers" if epoch else "")
+        elif field == "utc_offset":
+            fits = pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+            expected = "minutes or +HH:MM text"
         else:
             fits = pd.api.types.is_string_dtype(dtype) or (field == "user_id" and pd.api.types.is_integer_dtype(dtype))
             expected = "text" + (" or integers" if field == "user_id" else "")
@@ -231,28 +237,61 @@ def _clean_text(path: Path, values: pd.Series, column: str, field: str) -> pd.Se
     return stripped
 
 
-def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | None, timezone: str) -> pd.Series:
+def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | None, timezone: str,
+                      utc_offsets: pd.Series | None = None) -> pd.Series:
     """Naive timestamps are local time of the dataset's timezone already; timestamps with an
-    offset are converted to it (and made naive), so weekday and time slot are local. A column
-    mixing both is refused: whether a naive value is local or UTC cannot be known."""
+    offset, and epoch numbers, are converted to it (and made naive), so weekday and time slot are
+    local. With a declared `utc_offset` column the timestamps are UTC and each row gets its own
+    offset instead. A column mixing naive and offset times is refused: whether a naive value is
+    local or UTC cannot be known."""
     values = values.fillna("").str.strip()
-    if fmt is None:
-        refuse_rows(path, values.str.fullmatch(DATE_ONLY), "a date without a time of day (a time slot needs one)",
-                    column)
-    has_offset = values.str.contains(UTC_OFFSET_SUFFIX)
-    if has_offset.any():
-        refuse_rows(path, ~has_offset, "a timestamp without a UTC offset among timestamps with one "
-                    "(naive and offset times mixed in one column are ambiguous)", column)
-    parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce", utc=bool(has_offset.any()))
-    unparsable = parsed.isna()
-    if unparsable.any():
-        refuse_rows(path, unparsable, f"unparsable timestamp {values[unparsable].iloc[0]!r}", column)
-    if has_offset.any():
-        parsed = parsed.dt.tz_convert(timezone).dt.tz_localize(None)
     latest = pd.Timestamp.now().normalize() + LATEST_EVENT_AHEAD
-    refuse_rows(path, (parsed < EARLIEST_EVENT) | (parsed > latest),
-                f"a time outside {EARLIEST_EVENT:%Y-%m-%d} .. {latest:%Y-%m-%d} (a clock or format error)", column)
+    outside = f"a time outside {EARLIEST_EVENT:%Y-%m-%d} .. {latest:%Y-%m-%d} (a clock or format error)"
+    if fmt in EPOCH_UNITS:
+        unit, units = EPOCH_UNITS[fmt]
+        numbers = pd.to_numeric(values, errors="coerce")
+        refuse_rows(path, numbers.isna(), f"not a number of {units} since 1970-01-01 UTC (timestamp_format {fmt})",
+                    column)
+        scale = pd.Timedelta(1, unit=unit).total_seconds()
+        refuse_rows(path, (numbers * scale < EARLIEST_EVENT.timestamp()) | (numbers * scale > latest.timestamp()),
+                    f"{outside}: are these {units}?", column)
+        parsed = pd.to_datetime(numbers, unit=unit, utc=True)
+    else:
+        if fmt is None:
+            refuse_rows(path, values.str.fullmatch(DATE_ONLY), "a date without a time of day (a time slot needs one)",
+                        column)
+        has_offset = values.str.contains(UTC_OFFSET_SUFFIX)
+        if has_offset.any():
+            refuse_rows(path, ~has_offset, "a timestamp without a UTC offset among timestamps with one "
+                        "(naive and offset times mixed in one column are ambiguous)", column)
+        try:
+            parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce", utc=bool(has_offset.any()))
+        except ValueError as error:  # a format pandas cannot use at all
+            raise RawDataError(path, f"timestamp_format {fmt!r} is not a strptime format pandas can use ({error}); "
+                               "epoch numbers are declared as epoch_s or epoch_ms", column=column) from None
+        unparsable = parsed.isna()
+        if unparsable.any():
+            first = values[unparsable].iloc[0]
+            hint = " (epoch numbers are declared as timestamp_format epoch_s or epoch_ms)" if first.isdigit() else ""
+            refuse_rows(path, unparsable, f"unparsable timestamp {first!r}{hint}", column)
+    if utc_offsets is not None:
+        parsed = (parsed.dt.tz_convert("UTC").dt.tz_localize(None) if parsed.dt.tz is not None else parsed) + utc_offsets
+    elif parsed.dt.tz is not None:
+        parsed = parsed.dt.tz_convert(timezone).dt.tz_localize(None)
+    refuse_rows(path, (parsed < EARLIEST_EVENT) | (parsed > latest), outside, column)
     return parsed
+
+
+def _parse_utc_offsets(path: Path, values: pd.Series, column: str) -> pd.Series:
+    """Each row's offset from UTC: minutes (540) or +HH:MM (+09:00), within a day."""
+    values = values.fillna("").str.strip()
+    signed = values.str.extract(r"^([+-])(\d{2}):?(\d{2})$")
+    minutes = pd.to_numeric(values.where(signed[0].isna()), errors="coerce")
+    clock = (signed[1].astype(float) * 60 + signed[2].astype(float)) * signed[0].map({"+": 1, "-": -1})
+    minutes = minutes.fillna(clock)
+    refuse_rows(path, minutes.isna() | (minutes.abs() > MAX_UTC_OFFSET_MINUTES),
+                f"not a UTC offset (minutes within +-{MAX_UTC_OFFSET_MINUTES}, or +HH:MM)", column)
+    return pd.to_timedelta(minutes, unit="min")
 
 
 def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.DataFrame:
@@ -264,7 +303,7 @@ def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.Dat
     if source.format == "parquet":
         frame = _read_parquet(path)
         require_columns(path, frame, source, list(declared.values()))
-        _require_parquet_types(path, frame, declared)
+        _require_parquet_types(path, frame, declared, source.timestamp_format in EPOCH_UNITS)
         frame = frame.astype(PYARROW_TEXT)
     else:
         frame = _read_csv(path, source)
@@ -283,10 +322,12 @@ def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.Dat
         if unseen.any():
             refuse_rows(path, unseen, f"intent {events['intent'][unseen].iloc[0]!r} is not among the source's declared "
                         "`intents`", declared["intent"])
+    offsets = _parse_utc_offsets(path, frame[declared["utc_offset"]], declared["utc_offset"]) \
+        if "utc_offset" in declared else None
     for field in TIME_FIELDS:
         if field in declared:
             events[field] = _parse_timestamps(path, frame[declared[field]], declared[field], source.timestamp_format,
-                                              timezone)
+                                              timezone, offsets)
     if "end_ts" in declared:
         refuse_rows(path, events["end_ts"] < events["ts"], "negative duration: the end is before the start",
                     declared["end_ts"])

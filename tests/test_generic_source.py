@@ -3,8 +3,9 @@ mapped in the project file, flows through the same assets."""
 
 import pandas as pd
 
-from bgen_assets.config import ConfigError, load_project
+from bgen_assets.config import ColumnMapping, ConfigError, SourceFile, load_project
 from bgen_assets.runs import Runner
+from bgen_assets.sources import load_events
 from conftest import project_instance, write_project
 
 
@@ -46,3 +47,21 @@ def test_unknown_timezone_is_refused(tmp_path, fixture_data):
         assert "datasets.tokyo.timezone" in str(error) and "Mars/Olympus" in str(error)
     else:
         raise AssertionError("an unknown timezone was accepted")
+
+
+def test_epoch_times_with_per_row_offsets_become_each_rows_local_time(tmp_path):
+    utc = pd.Series(pd.to_datetime(["2019-01-07 01:00:00", "2019-01-07 23:30:00", "2019-01-08 12:00:00"]))
+    nanoseconds = utc.astype("int64")
+    pd.DataFrame({"uid": ["a", "a", "b"], "seconds": nanoseconds // 10**9, "ms": nanoseconds // 10**6,
+                  "offset": ["540", "+09:00", "-300"], "place": ["Cafe", "Office", "Park"],
+                  "activity": ["Food", "Work", "Outdoors"]}).to_csv(tmp_path / "trace.csv", index=False)
+
+    def read(ts: str, fmt: str, utc_offset: str | None):
+        columns = ColumnMapping(user_id="uid", ts=ts, location="place", intent="activity", utc_offset=utc_offset)
+        return list(load_events(tmp_path / "trace.csv", SourceFile(file="trace.csv", timestamp_format=fmt,
+                                                                    columns=columns), "Asia/Tokyo")["ts"])
+
+    each_rows_own = list(utc + pd.to_timedelta([540, 540, -300], unit="min"))  # Tokyo, Tokyo, New York in winter
+    assert read("seconds", "epoch_s", "offset") == each_rows_own
+    assert read("ms", "epoch_ms", "offset") == each_rows_own
+    assert read("seconds", "epoch_s", None) == list(utc + pd.Timedelta(hours=9))  # the dataset's timezone

@@ -153,6 +153,38 @@ def test_malformed_tokyo_file(tmp_path, fixture_data, case):
         assert fragment in message, message
 
 
+def declaring(**changes):
+    """An edit of the Tokyo events source's declaration (`columns` entries are added to its mapping)."""
+    def edit(raw):
+        events = raw["datasets"]["tokyo"]["sources"]["events"]
+        events["columns"].update(changes.pop("columns", {}))
+        events.update(changes)
+    return edit
+
+
+DECLARED_TIME_CASES = {
+    "strptime %s for epoch seconds": (declaring(timestamp_format="%s"), lambda h, r: gz(h, *r),
+                                      ["column 'local_time'", "timestamp_format '%s'", "epoch_s or epoch_ms"]),
+    "milliseconds declared as seconds": (
+        declaring(timestamp_format="epoch_s"), lambda h, r: gz(h, *(replace_field(l, 1, "1546300800000") for l in r)),
+        ["column 'local_time'", "a time outside 1970-01-01", "are these seconds?", "line(s) 2"]),
+    "text declared as epoch": (declaring(timestamp_format="epoch_ms"), lambda h, r: gz(h, *r),
+                               ["column 'local_time'", "not a number of milliseconds since 1970", "line(s) 2"]),
+    "a UTC offset column holding no offsets": (declaring(columns={"utc_offset": "top_category"}), lambda h, r: gz(h, *r),
+                                               ["column 'top_category'", "not a UTC offset", "line(s) 2"]),
+}
+
+
+@pytest.mark.parametrize("case", list(DECLARED_TIME_CASES))
+def test_declared_time_formats_refuse_what_they_cannot_read(tmp_path, fixture_data, case):
+    edit, make, expected = DECLARED_TIME_CASES[case]
+    header, *rows = lines_of(fixture_data, TOKYO)
+    message = read_with(tmp_path, fixture_data, "tokyo", TOKYO, make(header, rows), edit)
+    assert TOKYO in message
+    for fragment in expected:
+        assert fragment in message, message
+
+
 def city_checkins(fixture_data) -> pd.DataFrame:
     tokyo = pd.read_csv(fixture_data / TOKYO, dtype=str).head(200)
     return pd.DataFrame({"uid": tokyo["user_id"], "when": tokyo["local_time"],
