@@ -213,20 +213,24 @@ def cmd_user(args) -> None:
     scoped = project().model_copy(update={"scope": args.scope or project().scope})
     command = ["user", args.dataset, args.user, args.generator, args.max_weeks, scoped.scope]
     last_answer = UpToDate(scoped, command)
-    done = last_answer.answer()  # nothing it depends on changed since it found nothing to do: no need to load Dagster
-    if done is None:
+    answer = last_answer.answer()  # nothing it depends on changed since it found nothing to do: no need to load Dagster
+    if answer is None:
         before = fingerprint(scoped, command)
         runner = _runner(args.scope, args.workers)
         try:
             done = runner.materialize_user(args.dataset, args.user, generator=args.generator, max_weeks=args.max_weeks)
+            answer = {"done": done, "unconditioned": runner.why_no_synthetic_weeks(args.dataset, args.user)}
         finally:
             runner.close()
         if not any(done.values()):
-            last_answer.store(before, done)
+            last_answer.store(before, answer)
+    done = answer["done"]
     if not any(done.values()):
         console.print(f"{args.dataset} user {args.user}: everything up to date, nothing materialised")
     for key, count in done.items():
         console.print(f"{key}: {count} partition(s) materialised")
+    if answer["unconditioned"]:
+        console.print(f"[yellow]{args.dataset} user {args.user} has no synthetic week[/yellow]: {answer['unconditioned']}")
 
 
 def cmd_home(args) -> None:

@@ -29,7 +29,8 @@ from bgen_assets.evaluation.gate import gate_verdict
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import PROJECT_ROOT, Project
 from bgen_assets.partitions import users, weeks
-from bgen_assets.staleness import input_version_prefix, partition_blocks, stale_users, user_week_status
+from bgen_assets.staleness import (PART_VISIBLE_TO_GENERATORS, input_version_prefix, partition_blocks, stale_users,
+                                  user_week_status)
 from bgen_assets.warehouse import Warehouse
 
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -411,6 +412,18 @@ class Runner:
         for name, cap in weeks.items():
             done[f"{dataset}/synthetic_{name}"] = self.generate(dataset, name, [user], cap)
         return done
+
+    def why_no_synthetic_weeks(self, dataset: str, user: str) -> str | None:
+        """Why a user gets no synthetic week from any generator, if so: none of its real weeks is
+        one a generator may condition on (all pretraining or fine-tune training data)."""
+        weeks = self.warehouse.query(
+            f"""SELECT count(*) AS weeks, count(*) FILTER (WHERE visible) AS visible FROM (
+                  SELECT week, bool_and(part IN {PART_VISIBLE_TO_GENERATORS}) AS visible
+                  FROM "{dataset}".weekly_segments WHERE user_id = ? GROUP BY week)""", [user]).iloc[0]
+        if weeks["visible"]:
+            return None
+        return (f"none of its {weeks['weeks']} real week(s) is all training data; a generator is conditioned only on "
+                "those (a fine-tuning user's later events are its validation and test data: split.train_share)")
 
     def user_generators(self, dataset: str, user: str, max_weeks: int | None) -> dict[str, int | None]:
         """The generators `bgen user` builds for one user, each with its week cap: those the scope

@@ -3,7 +3,10 @@ individual user's validation or test period."""
 
 from dagster import AssetKey
 
+from bgen_assets.config import load_project
 from bgen_assets.generators import markov
+from bgen_assets.runs import Runner
+from conftest import project_instance, write_project
 
 
 def test_parts_follow_time_order_and_declared_shares(built):
@@ -60,3 +63,24 @@ def test_the_synthetic_asset_gives_a_generator_only_the_history_up_to_its_week(b
     history = given[0].history
     assert history["week"].max() == week
     assert len(history) == (segments.week <= week).sum()  # the whole past, nothing after
+
+
+def test_a_user_without_a_training_week_is_told_why_nothing_was_generated(tmp_path, fixture_data, built):
+    def one_percent_training(raw):  # every individual user's first week then also holds validation events
+        raw["split"]["train_share"] = 0.01
+        raw["datasets"].pop("ubiqlog")
+        raw["scopes"]["demo"].pop("ubiqlog")
+
+    project = load_project(write_project(tmp_path, fixture_data, one_percent_training))
+    with project_instance(tmp_path / "dagster") as instance:
+        runner = Runner.for_project(project, instance)
+        runner.build_shared()
+        roles = runner.warehouse.query("SELECT user_id, role FROM tokyo.user_split ORDER BY user_id")
+        user = roles.loc[roles.role == "individual", "user_id"].iloc[0]
+        done = runner.materialize_user("tokyo", user, "markov")
+        assert done["tokyo/weekly_segments"] == 1 and done["tokyo/synthetic_markov"] == 0
+        reason = runner.why_no_synthetic_weeks("tokyo", user)
+        assert "is all training data" in reason and "split.train_share" in reason
+    population_user = built.warehouse.query("SELECT user_id FROM tokyo.user_split WHERE role = 'population' LIMIT 1")
+    built.build_segments("tokyo", list(population_user["user_id"]))
+    assert built.why_no_synthetic_weeks("tokyo", population_user["user_id"].iloc[0]) is None
