@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,14 +280,16 @@ class Runner:
         return record.outcomes
 
     def _rebuild_outdated(self, stage: str, keys: list[AssetKey], tolerated_checks: tuple[str, ...] = (),
-                          independent: bool = False, unit: str = "assets") -> list[AssetKey]:
-        """Rebuild those of `keys` that are stale or missing, with what depends on them among
-        `keys`: one run, or one run each when `independent` (none depends on another)."""
-        outdated = [key for key in keys if self.stale_or_missing(key)]
+                          independent: bool = False, unit: str = "assets",
+                          outdated_too: Collection[AssetKey] = ()) -> list[AssetKey]:
+        """Rebuild those of `keys` that are stale or missing (or in `outdated_too`), with what
+        depends on them among `keys`: one run, or one run each when `independent` (none depends on another)."""
+        outdated = [key for key in keys if key in outdated_too or self.stale_or_missing(key)]
         if outdated:
             groups = [(key,) for key in outdated] if independent else [tuple(
                 key for key in keys if key in AssetSelection.assets(*outdated).downstream().resolve(self.graph))]
-            self.execute(stage, [RunRequest(tuple(g), None, len(g), tolerated_checks, only_if_stale=True) for g in groups],
+            self.execute(stage, [RunRequest(tuple(g), None, len(g), tolerated_checks,
+                                            only_if_stale=not set(g) & set(outdated_too)) for g in groups],
                          unit)
         return outdated
 
@@ -448,7 +450,11 @@ class Runner:
         each generator's privacy-gate verdict (passed, reason). A failed gate is an outcome here,
         not an error: that generator is simply not trained on."""
         keys = [AssetKey([dataset, f"{table}_{generator}"]) for generator in generators for table in EVALUATION_TABLES]
-        self._rebuild_outdated(f"{dataset} evaluate", keys, tolerated_checks=(GATE_CHECK,), independent=True)
+        # also where the stored verdict no longer describes the synthetic table, whatever Dagster's staleness says
+        changed = {AssetKey([dataset, f"{table}_{generator}"]) for generator in generators
+                   if "is out of date" in gate_verdict(self.warehouse, dataset, generator)[1] for table in EVALUATION_TABLES}
+        self._rebuild_outdated(f"{dataset} evaluate", keys, tolerated_checks=(GATE_CHECK,), independent=True,
+                               outdated_too=changed)
         return {generator: gate_verdict(self.warehouse, dataset, generator) for generator in generators}
 
     def train_experiments(self, dataset: str, experiments: list, usable: list[str]) -> list[AssetKey]:
