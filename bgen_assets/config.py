@@ -42,7 +42,8 @@ class ColumnMapping(StrictModel):
 class SourceFile(StrictModel):
     """One raw file of a dataset, found in the data directory or downloaded and checked."""
 
-    file: str
+    file: str = Field(description="a file in the data directory, or (events only) a glob pattern such as "
+                      "`checkins_*.csv.gz`: every matching file, read as one source in name order")
     sha256: str | None = None
     url: str | None = None
     format: Literal["csv", "parquet"] = "csv"
@@ -54,10 +55,17 @@ class SourceFile(StrictModel):
     intents: list[str] | None = Field(
         default=None, description="the intents the file may hold; another is refused (None = any)")
 
+    @property
+    def is_pattern(self) -> bool:
+        return any(character in self.file for character in "*?[")
+
     @model_validator(mode="after")
     def _events_need_columns(self) -> SourceFile:
         if self.kind == "events" and self.columns is None:
             raise ValueError("an events source needs a `columns` mapping")
+        if self.is_pattern and (self.kind != "events" or self.sha256 or self.url):
+            raise ValueError(f"`file: {self.file}` is a pattern: only an events source may be several files, "
+                             "and without `sha256` or `url` (each names one file)")
         if self.intents is not None and (self.columns is None or self.columns.intent is None):
             raise ValueError("`intents` needs an intent column in `columns`")
         return self
@@ -93,6 +101,10 @@ class Dataset(StrictModel):
     def _one_events_source(cls, sources: dict[str, SourceFile]) -> dict[str, SourceFile]:
         if "events" not in sources or sources["events"].kind != "events":
             raise ValueError("each dataset needs a source named `events` of kind `events`")
+        others = [name for name, source in sources.items() if source.kind == "events" and name != "events"]
+        if others:
+            raise ValueError(f"a second events source ({', '.join(others)}): a dataset has one, `events`; several "
+                             "files of it are declared as a glob pattern in `events.file`")
         return sources
 
     @property

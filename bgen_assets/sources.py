@@ -111,6 +111,32 @@ def locate(source: SourceFile, project: Project) -> Path:
     return Path(fetched)
 
 
+def locate_all(source: SourceFile, project: Project) -> list[Path]:
+    """The source's files: one (see `locate`), or every file its pattern matches, in name order."""
+    if not source.is_pattern:
+        return [locate(source, project)]
+    paths = sorted(path for path in project.data_directory.glob(source.file) if _is_present(path))
+    if not paths:
+        raise RawDataError(project.data_directory / source.file, "no file matches this pattern")
+    return paths
+
+
+def load_all_events(paths: list[Path], source: SourceFile, timezone: str = "UTC") -> pd.DataFrame:
+    """`load_events` of each file, as one table; a row repeating one of an earlier file is refused."""
+    events = pd.concat([load_events(path, source, timezone).assign(source_file=path.name) for path in paths],
+                       ignore_index=True)
+    hashes = pd.util.hash_pandas_object(events[CANONICAL_EVENT_COLUMNS], index=False)  # equal rows, missing intents too
+    repeated = hashes.duplicated(keep="first")
+    if repeated.any():
+        row = events[repeated].iloc[0]
+        first = events[hashes == hashes[repeated].iloc[0]].iloc[0]
+        unit = "row" if source.format == "parquet" else "line"
+        raise RawDataError(paths[[path.name for path in paths].index(row["source_file"])],
+                           f"{unit} {row['source_row']} repeats {unit} {first['source_row']} of {first['source_file']} "
+                           f"({int(repeated.sum())} repeated row(s) across files)")
+    return events
+
+
 def _decoded_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped, checked to be UTF-8 (a byte order mark is accepted and dropped)."""
     data = path.read_bytes()

@@ -2,10 +2,11 @@
 mapped in the project file, flows through the same assets."""
 
 import pandas as pd
+import pytest
 
 from bgen_assets.config import ColumnMapping, ConfigError, SourceFile, load_project
 from bgen_assets.runs import Runner
-from bgen_assets.sources import load_events
+from bgen_assets.sources import RawDataError, load_all_events, load_events, locate_all
 from conftest import project_instance, write_project
 
 
@@ -65,3 +66,41 @@ def test_epoch_times_with_per_row_offsets_become_each_rows_local_time(tmp_path):
     assert read("seconds", "epoch_s", "offset") == each_rows_own
     assert read("ms", "epoch_ms", "offset") == each_rows_own
     assert read("seconds", "epoch_s", None) == list(utc + pd.Timedelta(hours=9))  # the dataset's timezone
+
+
+def test_a_source_of_several_files_is_read_as_one(tmp_path, fixture_data):
+    tokyo = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str).head(600)
+    january = tokyo["local_time"] < "2019-02-01"
+    tokyo[january].to_csv(tmp_path / "checkins_2019-01.csv", index=False)
+    tokyo[~january].to_csv(tmp_path / "checkins_2019-02.csv", index=False)
+
+    def declare(raw):
+        raw["datasets"] = {"city": {"timezone": "Asia/Tokyo", "sources": {"events": {
+            "file": "checkins_*.csv",
+            "columns": {"user_id": "user_id", "ts": "local_time", "location": "venue_category", "intent": "top_category"}}}}}
+        raw["scopes"] = {"demo": {}}
+
+    project = load_project(write_project(tmp_path, tmp_path, declare))
+    with project_instance(tmp_path / "dagster") as instance:
+        runner = Runner.for_project(project, instance)
+        runner.build_shared()
+        files = runner.warehouse.query("SELECT source_file, count(*) AS n FROM city.raw_events GROUP BY 1 ORDER BY 1")
+        assert files.to_dict("list") == {"source_file": ["checkins_2019-01.csv", "checkins_2019-02.csv"],
+                                         "n": [int(january.sum()), int((~january).sum())]}
+        assert runner.warehouse.query("SELECT count(*) AS n FROM city.events")["n"].iloc[0] == 600
+
+    # a row of the first file repeated in the second: named by file and line
+    with open(tmp_path / "checkins_2019-02.csv", "a") as second:
+        second.write(",".join(tokyo[january].iloc[4]) + "\n")
+    source = project.datasets["city"].sources["events"]
+    with pytest.raises(RawDataError, match=r"checkins_2019-02\.csv.*line \d+ repeats line 6 of checkins_2019-01\.csv"):
+        load_all_events(locate_all(source, project), source, "Asia/Tokyo")
+
+
+def test_a_second_events_source_is_refused_with_the_way_to_declare_several_files(tmp_path, fixture_data):
+    def declare(raw):
+        sources = raw["datasets"]["tokyo"]["sources"]
+        sources["more_events"] = dict(sources["events"], file="more.csv.gz")
+
+    with pytest.raises(ConfigError, match="a second events source \\(more_events\\).*glob pattern"):
+        load_project(write_project(tmp_path, fixture_data, declare))

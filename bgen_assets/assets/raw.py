@@ -1,5 +1,6 @@
 """Raw sources of each dataset: `DS/raw_events` and one `DS/raw_NAME` per lookup file."""
 
+import hashlib
 
 import pandas as pd
 from dagster import (
@@ -16,7 +17,7 @@ from dagster import (
 
 from bgen_assets.config import Project
 from bgen_assets.partitions import users, weeks
-from bgen_assets.sources import load_events, load_lookup, locate, sha256_of
+from bgen_assets.sources import load_all_events, load_lookup, locate, locate_all, sha256_of
 from bgen_assets.warehouse import Warehouse, frame_fingerprint
 
 RAW_GROUP = "raw"
@@ -50,8 +51,12 @@ def source_file_asset(project: Project, dataset: str, name: str) -> AssetsDefini
         description=f"Source file `{source.file}` of dataset {dataset} (data directory or checked download).",
     )
     def source_file() -> ObserveResult:
-        path = locate(source, project)
-        return ObserveResult(data_version=DataVersion(sha256_of(path)), metadata={"path": MetadataValue.path(str(path))})
+        paths = locate_all(source, project)
+        version = sha256_of(paths[0]) if len(paths) == 1 else \
+            hashlib.sha256(" ".join(f"{path.name}:{sha256_of(path)}" for path in paths).encode()).hexdigest()
+        return ObserveResult(data_version=DataVersion(version), metadata={
+            "path": MetadataValue.path(str(paths[0])) if len(paths) == 1 else MetadataValue.text(
+                ", ".join(str(path) for path in paths))})
 
     return source_file
 
@@ -69,14 +74,14 @@ def raw_event_asset(project: Project, dataset: str) -> AssetsDefinition:
         kinds={"duckdb", "csv" if source.format == "csv" else "parquet"},
     )
     def raw_events(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
-        path = locate(source, project)
-        events = load_events(path, source, project.datasets[dataset].timezone)
+        paths = locate_all(source, project)
+        events = load_all_events(paths, source, project.datasets[dataset].timezone)
         _register_partitions(context, dataset, events)  # refuses too many partitions before anything is written
         warehouse.replace_table(dataset, "raw_events", events)
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(events)),
             metadata={
-                "file": MetadataValue.path(str(path)),
+                "files": MetadataValue.text(", ".join(str(path) for path in paths)),
                 "dagster/row_count": len(events),
                 "users": int(events["user_id"].nunique()),
                 "first_event": str(events["ts"].min()),
