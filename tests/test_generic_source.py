@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from bgen_assets.config import ColumnMapping, ConfigError, SourceFile, load_project
-from bgen_assets.runs import Runner
+from bgen_assets.runs import Runner, RunFailed
 from bgen_assets.sources import RawDataError, load_all_events, load_events, locate_all
 from conftest import project_instance, write_project
 
@@ -104,3 +104,22 @@ def test_a_second_events_source_is_refused_with_the_way_to_declare_several_files
 
     with pytest.raises(ConfigError, match="a second events source \\(more_events\\).*glob pattern"):
         load_project(write_project(tmp_path, fixture_data, declare))
+
+
+def test_a_dataset_without_intents_is_told_which_lines_and_what_to_declare(tmp_path, fixture_data):
+    tokyo = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str).head(50)
+    tokyo.drop(columns=["top_category"]).to_csv(tmp_path / "visits.csv", index=False)
+
+    def declare(raw):
+        raw["datasets"] = {"city": {"timezone": "Asia/Tokyo", "sources": {"events": {
+            "file": "visits.csv", "columns": {"user_id": "user_id", "ts": "local_time", "location": "venue_category"}}}}}
+        raw["scopes"] = {"demo": {}}
+
+    project = load_project(write_project(tmp_path, tmp_path, declare))
+    with project_instance(tmp_path / "dagster") as instance:
+        with pytest.raises(RunFailed) as failure:
+            Runner.for_project(project, instance).build_shared()
+    message = str(failure.value)
+    assert "column 'intent' fails not_nullable" in message
+    assert "from the raw file(s): visits.csv line 2, visits.csv line 3" in message  # file lines, not table rows
+    assert "`columns: intent:`" in message and "models/city/events.sql" in message

@@ -9,7 +9,7 @@ from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, 
 
 from bgen_assets.catalog import Catalog, Relation, SqlModel
 from bgen_assets.schemas import describe_failures, table_schema, validate
-from bgen_assets.warehouse import Warehouse
+from bgen_assets.warehouse import Warehouse, table_exists
 
 SEED_GROUP = "seeds"
 MODEL_GROUP = "models"
@@ -43,6 +43,30 @@ def declared_metadata(warehouse: Warehouse, relation: Relation, aggregates: dict
 
 class SchemaViolation(ValueError):
     """A built table fails its models/schema.yml entry; the table it would replace is kept."""
+
+
+MISSING_INTENT_HINT = ("\nan event without an intent: declare the events source's intent column (`columns: intent:` "
+                       "in bgen_project.yml), or derive one in models/{dataset}/events.sql (as models/ubiqlog/events.sql does)")
+
+
+def _missing_intents(relation: Relation, errors: pa.errors.SchemaErrors) -> bool:
+    cases = errors.failure_cases
+    return relation.name == "events" and bool(((cases["column"] == "intent") & (cases["check"] == "not_nullable")).any())
+
+
+def source_lines(warehouse: Warehouse, dataset: str, built: pd.DataFrame, errors: pa.errors.SchemaErrors) -> str:
+    """The raw file lines the failing rows of an event table come from (matched on user, time and
+    location), for a message a user can act on; empty when they cannot be matched."""
+    rows = errors.failure_cases["index"].dropna().astype(int).unique()[:20]
+    if not {"user_id", "ts", "location"} <= set(built.columns) or not len(rows) \
+            or not table_exists(warehouse, dataset, "raw_events"):
+        return ""
+    with warehouse.connect() as con:
+        con.register("failing", built.iloc[rows][["user_id", "ts", "location"]])
+        found = con.execute(f'SELECT DISTINCT r.source_file, r.source_row FROM "{dataset}".raw_events r '
+                            "JOIN failing f USING (user_id, ts, location) ORDER BY 1, 2").df()
+    lines = [f"{file} line {row}" for file, row in found.itertuples(index=False)][:10]
+    return f"\nfrom the raw file(s): {', '.join(lines)}" if lines else ""
 
 
 def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
@@ -91,13 +115,17 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{relation.schema}"')
             con.execute(f"CREATE OR REPLACE TABLE {staging} AS {model.sql}")
         if schema is not None:
+            built = warehouse.query(f"SELECT * FROM {staging}")
             try:
-                validate(schema, warehouse.query(f"SELECT * FROM {staging}"))
+                validate(schema, built)
             except pa.errors.SchemaErrors as errors:
                 with warehouse.connect() as con:
                     con.execute(f"DROP TABLE {staging}")
                 raise SchemaViolation(f"{relation.sql} fails its schema in models/schema.yml, so the table "
-                                      f"built before is kept:\n{describe_failures(errors)}") from None
+                                      f"built before is kept:\n{describe_failures(errors)}"
+                                      f"{source_lines(warehouse, relation.schema, built, errors)}"
+                                      f"{MISSING_INTENT_HINT.format(dataset=relation.schema) if _missing_intents(relation, errors) else ''}"
+                                      ) from None
         with warehouse.connect() as con:
             con.execute("BEGIN")
             con.execute(f"CREATE OR REPLACE TABLE {relation.sql} AS SELECT * FROM {staging}")
