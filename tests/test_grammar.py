@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import bisect
 
+import pandas as pd
 import pytest
 import torch
 
 from bgen_assets.config import load_project
 from bgen_assets.llm import EventVocabulary, Sampling
-from bgen_assets.llm.event_format import parse_week
+from bgen_assets.llm.event_format import parse_week, render_line
 from bgen_assets.llm.grammar import ConstrainedSampler, EventGrammar, RowSpec, TokenGrammar, TokenTable, sample_token
 from bgen_assets.llm.local_hf import DEFAULT_MODEL, bundled_gguf
 
@@ -220,13 +221,17 @@ def test_unconstrained_rows_only_sample(tokenizer):
     assert len({sample_token(logits * 0, Sampling(temperature=1.0, top_p=1.0), generator) for _ in range(200)}) == 4
 
 
-def test_unusable_vocabulary_entries_are_left_out(table):
-    rules = EventGrammar(EventVocabulary({"A, B": ("x",), "Ok": ("y, z", "w"), "[x]": ("v",)}))
-    grammar = TokenGrammar(rules, table)
-    assert grammar.grammar.consume(rules.initial, b"[0, 00:00, Ok, w]\n") is not None
-    assert grammar.grammar.consume(rules.initial, b"[0, 00:00, A") is None
+def test_names_with_separators_are_quoted_and_read_back(table):
+    vocabulary = EventVocabulary({"A, B": ("x",), "Ok": ("y, z", "w"), "[x]": ("v",)})
+    rules = EventGrammar(vocabulary)
+    for line in ('[0, 00:00, "A, B", x]', '[0, 00:00, Ok, "y, z"]', '[0, 00:00, "[x]", v]', "[0, 00:00, Ok, w]"):
+        assert rules.consume(rules.initial, line.encode() + b"\n") is not None, line
+    assert rules.consume(rules.initial, b"[0, 00:00, A,") is None  # the unquoted name is not a location
+    week = parse_week('[0, 09:00, "A, B", x]\n[1, 10:00, Ok, "y, z"]\n[2, 11:00, "[x]", v]', vocabulary)
+    assert week.valid and week.events[["location", "intent"]].values.tolist() == [["A, B", "x"], ["Ok", "y, z"], ["[x]", "v"]]
+    assert render_line(0, pd.Timestamp("2019-01-07 09:00"), "A, B", "x") == '[0, 09:00, "A, B", x]'
     with pytest.raises(ValueError):
-        EventGrammar(EventVocabulary({"A, B": ("x",)}))
+        EventGrammar(EventVocabulary({"": ("x",)}))
 
 
 def test_a_row_past_its_own_budget_is_ended_and_marked(grammar):

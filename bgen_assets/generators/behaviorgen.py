@@ -24,7 +24,7 @@ from bgen_assets.config import PROJECT_ROOT
 from bgen_assets.llm import BackendConfig, LLMRequest, Sampling
 from bgen_assets.generators import LOG_DEFAULTS, thin
 from bgen_assets.llm import EventVocabulary
-from bgen_assets.llm.event_format import ParsedWeek, parse_week, parse_weeks, render_events, to_events
+from bgen_assets.llm.event_format import ParsedWeek, line_name, parse_week, parse_weeks, render_events, to_events
 
 NEEDS_VOCABULARY = True
 NEEDS_FIT = False
@@ -118,7 +118,7 @@ def usual_locations(history: pd.DataFrame, limit: int = 16) -> list[str]:
     usual: dict[str, str] = {}  # location -> its most frequent intent, most visited first
     for location, intent in sorted(counts, key=lambda pair: (-counts[pair], pair)):
         usual.setdefault(location, intent)
-    return [f"{location} ({intent})" for location, intent in usual.items()][:limit]
+    return [f"{line_name(location)} ({line_name(intent)})" for location, intent in usual.items()][:limit]
 
 
 def build_messages(task, params: BehaviorGenParams, context, shown: pd.DataFrame, n_events: int,

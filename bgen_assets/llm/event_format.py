@@ -5,7 +5,9 @@ One event per line, as the paper's `[weekday, timestamp, location, intent]`:
     [2, 14:30, Convenience Store, Shop & Service]
 
 weekday 0 (Monday) .. 6, time HH:MM (24 h) within that day of the target week, location and
-intent from the dataset's vocabulary (the intent one that location allows). Structured-output
+intent from the dataset's vocabulary (the intent one that location allows). A name holding a
+separator (`,` `[` `]`), a quote, a line break or edge spaces is written JSON-quoted:
+`[5, 21:00, "Bar, Karaoke", Nightlife Spot]`. Structured-output
 endpoints get the same content as JSON (`{"events": [[2, "14:30", "...", "..."], ...]}`).
 """
 
@@ -19,11 +21,24 @@ import pandas as pd
 
 from bgen_assets.llm import EventVocabulary
 
-LINE = re.compile(r"^\[\s*(?P<weekday>-?\d+)\s*,\s*(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*,\s*(?P<location>[^,\[\]]+?)\s*,\s*(?P<intent>[^,\[\]]+?)\s*\]$")
+_NAME = r'"(?:[^"\\]|\\.)*"|[^,\[\]"]+?'  # JSON-quoted, or plain
+LINE = re.compile(rf"^\[\s*(?P<weekday>-?\d+)\s*,\s*(?P<hour>\d{{1,2}}):(?P<minute>\d{{2}})\s*,\s*(?P<location>{_NAME})\s*,"
+                  rf"\s*(?P<intent>{_NAME})\s*\]$")
+_NEEDS_QUOTES = frozenset(',[]"\n\r')
+
+
+def line_name(name: str) -> str:
+    """A location or intent as a line writes it: as it is, or JSON-quoted where it could not be read back."""
+    plain = name and name == name.strip() and not (_NEEDS_QUOTES & set(name))
+    return name if plain else json.dumps(name, ensure_ascii=False)
+
+
+def _read_name(written: str) -> str:
+    return json.loads(written) if written.startswith('"') else written
 
 
 def render_line(weekday: int, ts: pd.Timestamp, location: str, intent: str) -> str:
-    return f"[{weekday}, {ts:%H:%M}, {location}, {intent}]"
+    return f"[{weekday}, {ts:%H:%M}, {line_name(location)}, {line_name(intent)}]"
 
 
 def render_events(events: pd.DataFrame) -> str:
@@ -72,7 +87,7 @@ def _lines_of(text: str) -> list[str]:
     if stripped.startswith("{"):
         try:
             rows = json.loads(stripped)["events"]
-            return [f"[{r[0]}, {r[1]}, {r[2]}, {r[3]}]" for r in rows]
+            return [f"[{r[0]}, {r[1]}, {line_name(r[2])}, {line_name(r[3])}]" for r in rows]
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             return [f"<unparsable JSON answer: {exc}>"]
     return [line.strip() for line in stripped.splitlines() if line.strip()]
@@ -87,7 +102,11 @@ def _parse_lines(text: str, vocabulary: EventVocabulary) -> tuple[list[tuple], l
             errors.append(f"line {number}: not of the form [weekday, HH:MM, location, intent]: {line[:80]!r}")
             continue
         weekday, hour, minute = int(match["weekday"]), int(match["hour"]), int(match["minute"])
-        location, intent = match["location"], match["intent"]
+        try:
+            location, intent = _read_name(match["location"]), _read_name(match["intent"])
+        except ValueError:
+            errors.append(f"line {number}: a quoted name that is not valid JSON: {line[:80]!r}")
+            continue
         if not 0 <= weekday <= 6:
             errors.append(f"line {number}: weekday {weekday} is not in 0-6")
         elif hour > 23 or minute > 59:

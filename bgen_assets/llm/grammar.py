@@ -38,6 +38,7 @@ import torch
 from transformers import LogitsProcessor
 
 from bgen_assets.llm import EventVocabulary, Sampling
+from bgen_assets.llm.event_format import line_name
 
 # --- the byte-level state machine ---------------------------------------------------------------
 
@@ -66,12 +67,6 @@ _FIXED_SLOTS: list[frozenset[int]] = [
 ]
 # Bytes still to come from each fixed slot up to the location (slots 4 and 5 are alternatives).
 _FIXED_LEFT = [10, 9, 8, 7, 6, 6, 5, 4, 3, 2, 1]
-_FORBIDDEN_IN_NAMES = frozenset(b",[]\n\r")
-
-
-def usable_name(name: str) -> bool:
-    """Whether `parse_week` can read this location/intent back (no separators, no edge spaces)."""
-    return bool(name) and name == name.strip() and not (_FORBIDDEN_IN_NAMES & set(name.encode()))
 
 
 class _Trie:
@@ -118,14 +113,14 @@ class EventGrammar:
         self.location_root = self.locations.new_node()
         intent_roots: dict[tuple[str, ...], int] = {}
         for location, intents in sorted(vocabulary.intents_by_location.items()):
-            allowed = tuple(sorted({i for i in intents if usable_name(i)}))
-            if not usable_name(location) or not allowed:
-                continue  # parse_week could never accept a line with it
+            allowed = tuple(sorted({i for i in intents if i}))
+            if not location or not allowed:
+                continue  # no line can name it
             if allowed not in intent_roots:
                 root = intent_roots[allowed] = self.intents.new_node()
                 for intent in allowed:
-                    self.intents.add(root, intent.encode(), True)
-            self.locations.add(self.location_root, location.encode(), intent_roots[allowed])
+                    self.intents.add(root, line_name(intent).encode(), True)
+            self.locations.add(self.location_root, line_name(location).encode(), intent_roots[allowed])
         if self.locations.end.count(None) == len(self.locations.end):
             raise ValueError("the vocabulary has no usable location with an intent")
 
