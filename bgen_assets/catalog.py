@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jinja2
 
-from bgen_assets.config import Project, read_yaml
+from bgen_assets.config import ConfigError, Project, read_yaml
 
 SHARED_MODELS = "dataset"
 PER_GENERATOR = "per_generator"
@@ -88,9 +88,13 @@ class Catalog:
         return [(Relation(SEEDS, path.stem), path) for path in sorted(folder.glob("*.csv"))]
 
     def model_files(self, dataset: str) -> dict[str, Path]:
-        files = {path.stem: path for path in sorted((self.models_dir / SHARED_MODELS).glob("*.sql"))}
-        files.update({path.stem: path for path in sorted((self.models_dir / dataset).glob("*.sql"))})
-        return files
+        """The dataset's SQL models by name: the shared ones, then the folders it declares
+        (`sql_models`), then its own `models/DS/`, each overriding the models of the same name before."""
+        folders = [SHARED_MODELS, *self.project.datasets[dataset].sql_models, dataset]
+        for folder in folders[1:-1]:
+            if not (self.models_dir / folder).is_dir():
+                raise ConfigError(f"datasets.{dataset}.sql_models: no folder {self.models_dir / folder}")
+        return {path.stem: path for folder in folders for path in sorted((self.models_dir / folder).glob("*.sql"))}
 
     def render(self, path: Path, dataset: str, generator: str | None = None) -> SqlModel:
         refs: list[Relation] = []

@@ -83,6 +83,8 @@ class Dataset(StrictModel):
     timezone: str = "UTC"
     sources: dict[str, SourceFile]
     profile_inference: ProfileInference = ProfileInference()
+    sql_models: list[str] = Field(default_factory=list, description="folders under models/ whose SQL models this "
+                                  "dataset uses too, in order (e.g. foursquare); its own models/DS/ wins over them")
     vars: dict[str, bool | int | float | str | list[str]] = Field(default_factory=dict)
 
     @field_validator("timezone")

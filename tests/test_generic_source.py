@@ -4,6 +4,7 @@ mapped in the project file, flows through the same assets."""
 import pandas as pd
 import pytest
 
+from bgen_assets.catalog import Catalog
 from bgen_assets.config import ColumnMapping, ConfigError, SourceFile, load_project
 from bgen_assets.runs import Runner, RunFailed
 from bgen_assets.sources import RawDataError, load_all_events, load_events, locate_all
@@ -106,16 +107,32 @@ def test_a_second_events_source_is_refused_with_the_way_to_declare_several_files
         load_project(write_project(tmp_path, fixture_data, declare))
 
 
-def test_a_dataset_without_intents_is_told_which_lines_and_what_to_declare(tmp_path, fixture_data):
-    tokyo = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str).head(50)
+def declare_visits(tmp_path, fixture_data, rows: int, **dataset):
+    """A check-in dataset `city` with fine venue categories only (no intent column); returns the
+    fixture rows it holds."""
+    tokyo = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str).head(rows)
     tokyo.drop(columns=["top_category"]).to_csv(tmp_path / "visits.csv", index=False)
 
     def declare(raw):
-        raw["datasets"] = {"city": {"timezone": "Asia/Tokyo", "sources": {"events": {
+        raw["datasets"] = {"city": {"timezone": "Asia/Tokyo", **dataset, "sources": {"events": {
             "file": "visits.csv", "columns": {"user_id": "user_id", "ts": "local_time", "location": "venue_category"}}}}}
         raw["scopes"] = {"demo": {}}
 
-    project = load_project(write_project(tmp_path, tmp_path, declare))
+    return tokyo, load_project(write_project(tmp_path, tmp_path, declare))
+
+
+def test_fine_categories_get_foursquare_top_level_intents_by_declaration(tmp_path, fixture_data):
+    tokyo, project = declare_visits(tmp_path, fixture_data, 400, sql_models=["foursquare"])
+    with project_instance(tmp_path / "dagster") as instance:
+        runner = Runner.for_project(project, instance)
+        runner.build_shared()
+        events = runner.warehouse.query("SELECT location, intent FROM city.events")
+    expected = dict(zip(tokyo["venue_category"], tokyo["top_category"]))
+    assert len(events) == 400 and (events["intent"] == events["location"].map(expected)).all()
+
+
+def test_a_dataset_without_intents_is_told_which_lines_and_what_to_declare(tmp_path, fixture_data):
+    _, project = declare_visits(tmp_path, fixture_data, 50)
     with project_instance(tmp_path / "dagster") as instance:
         with pytest.raises(RunFailed) as failure:
             Runner.for_project(project, instance).build_shared()
@@ -123,3 +140,9 @@ def test_a_dataset_without_intents_is_told_which_lines_and_what_to_declare(tmp_p
     assert "column 'intent' fails not_nullable" in message
     assert "from the raw file(s): visits.csv line 2, visits.csv line 3" in message  # file lines, not table rows
     assert "`columns: intent:`" in message and "models/city/events.sql" in message
+
+
+def test_an_undeclared_model_folder_is_named(tmp_path, fixture_data):
+    _, project = declare_visits(tmp_path, fixture_data, 5, sql_models=["foursquarr"])
+    with pytest.raises(ConfigError, match=r"datasets\.city\.sql_models: no folder .*foursquarr"):
+        Catalog(project).model_files("city")
