@@ -25,6 +25,7 @@ from bgen_assets.config import ConfigError, Project, read_yaml
 SHARED_MODELS = "dataset"
 PER_GENERATOR = "per_generator"
 SEEDS = "seeds"
+KEPT_COLUMN_TABLES = ("raw_events", "events")  # the tables that carry a dataset's `columns.keep`
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,19 @@ class Catalog:
             raise KeyError(f"{path}: var({name!r}) is not declared for dataset {dataset!r} in bgen_project.yml")
 
         template = self._jinja.from_string(self._macro_source + path.read_text())
-        sql = template.render(ref=ref, var=var, dataset=dataset, generator=generator).strip().rstrip(";")
+        sql = template.render(ref=ref, var=var, dataset=dataset, generator=generator,
+                              kept_columns=self.kept_columns(dataset, "events")).strip().rstrip(";")
         unique_refs = tuple(dict.fromkeys(refs))
         if generator is None:
             return SqlModel(Relation(dataset, path.stem), path, sql, unique_refs)
         return SqlModel(Relation(dataset, f"{path.stem}_{generator}"), path, sql, unique_refs, doc_name=path.stem)
+
+    def kept_columns(self, dataset: str, table: str) -> tuple[str, ...]:
+        """The extra raw columns the dataset's events source keeps (`columns.keep`), which the
+        raw events and the shared events model carry."""
+        if dataset not in self.project.datasets or table not in KEPT_COLUMN_TABLES:
+            return ()
+        return tuple(self.project.datasets[dataset].sources["events"].columns.keep)
 
     def _defaults(self) -> dict:
         split = self.project.split

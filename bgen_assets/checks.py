@@ -13,8 +13,8 @@ from bgen_assets.warehouse import Warehouse
 
 
 def schema_check(catalog: Catalog, key: AssetKey, schema_name: str, blocking: bool) -> AssetChecksDefinition:
-    schema = table_schema(catalog, schema_name)
     schema_sql, table = key.path
+    schema = table_schema(catalog, schema_name, catalog.kept_columns(schema_sql, schema_name))
 
     @asset_check(
         asset=key,

@@ -37,6 +37,17 @@ class ColumnMapping(StrictModel):
     intent: str | None = Field(default=None, description="absent when a SQL model derives it")
     utc_offset: str | None = Field(default=None, description="each row's offset from UTC (minutes, or +HH:MM): the "
                                    "timestamps are UTC and become that row's local time")
+    keep: list[str] = Field(default_factory=list, description="other columns kept as they are (text, may be empty) in "
+                            "DS/raw_events and DS/events, for SQL models and profiles: latitude, venue_id ...")
+
+    @field_validator("keep")
+    @classmethod
+    def _kept_names_are_free(cls, keep: list[str]) -> list[str]:
+        taken = {"user_id", "ts", "end_ts", "location", "intent", "weekday", "time_slot", "source_row", "source_file"}
+        clashing = sorted(set(keep) & taken) or sorted({name for name in keep if keep.count(name) > 1})
+        if clashing:
+            raise ValueError(f"keep: {', '.join(clashing)} is a column name bgen uses, or repeated; rename it in the file")
+        return keep
 
 
 class SourceFile(StrictModel):

@@ -25,13 +25,15 @@ def _column(spec: dict) -> pa.Column:
     return pa.Column(_DTYPES[spec["type"]], checks=checks, nullable=spec.get("nullable", False), coerce=True)
 
 
-@cache  # one per (catalog, table): the graph asks for each hundreds of times, and pandera builds slowly
-def table_schema(catalog: Catalog, table: str) -> pa.DataFrameSchema | None:
+@cache  # one per (catalog, table, kept): the graph asks for each hundreds of times, and pandera builds slowly
+def table_schema(catalog: Catalog, table: str, kept: tuple[str, ...] = ()) -> pa.DataFrameSchema | None:
+    """The table's schema; `kept`: a dataset's extra raw columns it carries last (text, may be empty)."""
     doc = catalog.table_doc(table)
     if not doc.get("columns"):
         return None
     return pa.DataFrameSchema(
-        {name: _column(spec) for name, spec in doc["columns"].items()},
+        {**{name: _column(spec) for name, spec in doc["columns"].items()},
+         **{name: pa.Column(pa.String, nullable=True, coerce=True) for name in kept}},
         name=table,
         strict=True,
         ordered=True,

@@ -123,8 +123,7 @@ def locate_all(source: SourceFile, project: Project) -> list[Path]:
 
 def load_all_events(paths: list[Path], source: SourceFile, timezone: str = "UTC") -> pd.DataFrame:
     """`load_events` of each file, as one table; a row repeating one of an earlier file is refused."""
-    events = pd.concat([load_events(path, source, timezone).assign(source_file=path.name) for path in paths],
-                       ignore_index=True)
+    events = pd.concat([load_events(path, source, timezone) for path in paths], ignore_index=True)
     hashes = pd.util.hash_pandas_object(events[CANONICAL_EVENT_COLUMNS], index=False)  # equal rows, missing intents too
     repeated = hashes.duplicated(keep="first")
     if repeated.any():
@@ -321,19 +320,20 @@ def _parse_utc_offsets(path: Path, values: pd.Series, column: str) -> pd.Series:
 
 
 def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.DataFrame:
-    """The canonical raw events of one file: user_id, ts, end_ts, location, intent, source_row
-    (times in the dataset's local `timezone`; source_row is the file line, or the Parquet row)."""
+    """The canonical raw events of one file: user_id, ts, end_ts, location, intent, source_row,
+    source_file, then the declared `keep` columns (times in the dataset's local `timezone`;
+    source_row is the file line, or the Parquet row)."""
     mapping = source.columns
     assert mapping is not None
-    declared = {field: column for field, column in mapping.model_dump().items() if column}
+    declared = {field: column for field, column in mapping.model_dump(exclude={"keep"}).items() if column}
     if source.format == "parquet":
         frame = _read_parquet(path)
-        require_columns(path, frame, source, list(declared.values()))
+        require_columns(path, frame, source, [*declared.values(), *mapping.keep])
         _require_parquet_types(path, frame, declared, source.timestamp_format in EPOCH_UNITS)
         frame = frame.astype(PYARROW_TEXT)
     else:
         frame = _read_csv(path, source)
-        require_columns(path, frame, source, list(declared.values()))
+        require_columns(path, frame, source, [*declared.values(), *mapping.keep])
 
     events = pd.DataFrame(index=frame.index)
     for field in TEXT_FIELDS:
@@ -361,11 +361,13 @@ def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.Dat
         events["end_ts"] = events["ts"]
     if "intent" not in declared:
         events["intent"] = pd.NA
+    for column in mapping.keep:  # as text; empty is missing
+        events[column] = frame[column].fillna("").str.strip().replace("", None).astype("string")
     # after trimming and parsing: ` 1004` duplicating `1004` is caught here, before anything is written
     refuse_rows(path, events.duplicated(keep="first"), "duplicated rows (identical once spaces are trimmed and "
                 "times parsed)")
-    events["source_row"] = events.index
-    return events[[*CANONICAL_EVENT_COLUMNS, "source_row"]].astype(
+    events["source_row"], events["source_file"] = events.index, path.name
+    return events[[*CANONICAL_EVENT_COLUMNS, "source_row", "source_file", *mapping.keep]].astype(
         {"user_id": "string", "location": "string", "intent": "string"}).reset_index(drop=True)
 
 

@@ -107,28 +107,32 @@ def test_a_second_events_source_is_refused_with_the_way_to_declare_several_files
         load_project(write_project(tmp_path, fixture_data, declare))
 
 
-def declare_visits(tmp_path, fixture_data, rows: int, **dataset):
-    """A check-in dataset `city` with fine venue categories only (no intent column); returns the
-    fixture rows it holds."""
+def declare_visits(tmp_path, fixture_data, rows: int, keep=(), **dataset):
+    """A check-in dataset `city` with fine venue categories only (no intent column), keeping the
+    `keep` columns; returns the fixture rows it holds and the project."""
     tokyo = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str).head(rows)
     tokyo.drop(columns=["top_category"]).to_csv(tmp_path / "visits.csv", index=False)
 
     def declare(raw):
         raw["datasets"] = {"city": {"timezone": "Asia/Tokyo", **dataset, "sources": {"events": {
-            "file": "visits.csv", "columns": {"user_id": "user_id", "ts": "local_time", "location": "venue_category"}}}}}
+            "file": "visits.csv", "columns": {"user_id": "user_id", "ts": "local_time", "location": "venue_category",
+                                              "keep": list(keep)}}}}}
         raw["scopes"] = {"demo": {}}
 
     return tokyo, load_project(write_project(tmp_path, tmp_path, declare))
 
 
 def test_fine_categories_get_foursquare_top_level_intents_by_declaration(tmp_path, fixture_data):
-    tokyo, project = declare_visits(tmp_path, fixture_data, 400, sql_models=["foursquare"])
+    tokyo, project = declare_visits(tmp_path, fixture_data, 400, keep=["venue_id"], sql_models=["foursquare"])
     with project_instance(tmp_path / "dagster") as instance:
         runner = Runner.for_project(project, instance)
         runner.build_shared()
-        events = runner.warehouse.query("SELECT location, intent FROM city.events")
+        events = runner.warehouse.query("SELECT user_id, ts, location, intent, venue_id FROM city.events")
+        raw_venues = runner.warehouse.query("SELECT venue_id FROM city.raw_events")["venue_id"]
     expected = dict(zip(tokyo["venue_category"], tokyo["top_category"]))
     assert len(events) == 400 and (events["intent"] == events["location"].map(expected)).all()
+    # the kept column reaches the raw and the normalised events, row for row
+    assert sorted(raw_venues) == sorted(events["venue_id"]) == sorted(tokyo["venue_id"])
 
 
 def test_a_dataset_without_intents_is_told_which_lines_and_what_to_declare(tmp_path, fixture_data):
@@ -146,3 +150,8 @@ def test_an_undeclared_model_folder_is_named(tmp_path, fixture_data):
     _, project = declare_visits(tmp_path, fixture_data, 5, sql_models=["foursquarr"])
     with pytest.raises(ConfigError, match=r"datasets\.city\.sql_models: no folder .*foursquarr"):
         Catalog(project).model_files("city")
+
+
+def test_a_kept_column_may_not_take_a_name_bgen_uses(tmp_path, fixture_data):
+    with pytest.raises(ConfigError, match="keep: weekday is a column name bgen uses"):
+        declare_visits(tmp_path, fixture_data, 5, keep=["weekday"])

@@ -92,7 +92,7 @@ def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
 def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
     relation = model.relation
     doc = catalog.table_doc(model.table_doc_name)
-    schema = table_schema(catalog, model.table_doc_name)
+    schema = table_schema(catalog, model.table_doc_name, catalog.kept_columns(relation.schema, model.table_doc_name))
 
     @asset(
         key=relation.key_path,

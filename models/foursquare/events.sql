@@ -7,7 +7,8 @@ SELECT
     r.ts,
     {{ event_time_columns('r.ts') }},
     r.location,
-    coalesce(r.intent, c.top_category) AS intent
+    coalesce(r.intent, c.top_category) AS intent{% for column in kept_columns %},
+    r."{{ column }}"{% endfor %}
 FROM {{ ref('raw_events') }} AS r
 LEFT JOIN {{ ref('seeds/foursquare_categories') }} AS c
     ON c.category = r.location
