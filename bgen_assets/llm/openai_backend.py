@@ -15,8 +15,9 @@ counted in `LLMResponse.transport_retries`:
 
 Structured output (`config.structured_output`): `json_schema` always sends the week's JSON
 schema as `response_format` when a request has a constraint; `text` never does; `auto` sends
-it until the server rejects `response_format` (HTTP 400 naming it), then falls back to plain
-text for that request and every later one of this backend (the prompt specifies the lines).
+it until the server rejects `response_format` (HTTP 400 naming it) or answers in plain text
+anyway (as `transformers serve` does), then falls back to plain text for every later request of
+this backend (the prompt specifies the lines, and the parser reads either form).
 
 A request keeps its concurrency slot while it waits to retry (so a rate-limited server is not
 hit harder), and its `latency_s` runs from taking the slot to the final answer, retries and
@@ -157,6 +158,13 @@ class OpenAIBackend:
         self._format_rejected = False   # `auto` fell back to text; sticky for this backend
         self._schemas: dict = {}
 
+    @property
+    def sends_response_format(self) -> bool:
+        """Whether constrained requests still carry the week's JSON schema (`auto` stops once the
+        server refuses it, or answers in plain text regardless)."""
+        return self.config.structured_output == "json_schema" or (
+            self.config.structured_output == "auto" and not self._format_rejected)
+
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.config.base_url!r})"
 
@@ -270,6 +278,9 @@ class OpenAIBackend:
                 except Exception as exc:  # noqa: BLE001  (anything unforeseen: this request fails, the batch goes on)
                     return self._failed(request, started, retries,
                                         f"unexpected {type(exc).__name__}: {exc}")
+                if response_format is not None and self.config.structured_output == "auto" \
+                        and not response.text.lstrip().startswith("{"):
+                    self._format_rejected = True  # ignored rather than refused: later requests go as plain text
                 response.transport_retries = retries
                 response.latency_s = time.perf_counter() - started
                 return response
