@@ -65,6 +65,9 @@ class SourceFile(StrictModel):
                                          "milliseconds since 1970, UTC); None = ISO")
     intents: list[str] | None = Field(
         default=None, description="the intents the file may hold; another is refused (None = any)")
+    utc_times: bool | None = Field(default=None, description="timestamps marked UTC (Z, +00:00) in a dataset whose "
+                                   "timezone is not UTC: true = UTC, converted; false = local times mislabelled, read "
+                                   "as they are. Undeclared, such a file is refused rather than shifted silently")
 
     @property
     def is_pattern(self) -> bool:

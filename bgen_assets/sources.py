@@ -39,6 +39,7 @@ FORBIDDEN_IN_USER_IDS = [*INVALID_PARTITION_SUBSTRINGS, MULTIPARTITION_KEY_DELIM
 CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
 DATE_ONLY = r"\d{4}-\d{2}-\d{2}"
 UTC_OFFSET_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
+ZERO_OFFSET_SUFFIX = r"\s*(?:Z|[+-]00:?00)$"
 EPOCH_UNITS = {"epoch_s": ("s", "seconds"), "epoch_ms": ("ms", "milliseconds")}  # timestamp_format values
 MAX_UTC_OFFSET_MINUTES = 14 * 60  # the widest real offsets: UTC-12 .. UTC+14
 MAX_ARROW_BLOCK = 2**31 - 1
@@ -263,7 +264,7 @@ def _clean_text(path: Path, values: pd.Series, column: str, field: str) -> pd.Se
 
 
 def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | None, timezone: str,
-                      utc_offsets: pd.Series | None = None) -> pd.Series:
+                      utc_offsets: pd.Series | None = None, utc_times: bool | None = None) -> pd.Series:
     """Naive timestamps are local time of the dataset's timezone already; timestamps with an
     offset, and epoch numbers, are converted to it (and made naive), so weekday and time slot are
     local. With a declared `utc_offset` column the timestamps are UTC and each row gets its own
@@ -289,6 +290,14 @@ def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | Non
         if has_offset.any():
             refuse_rows(path, ~has_offset, "a timestamp without a UTC offset among timestamps with one "
                         "(naive and offset times mixed in one column are ambiguous)", column)
+            marked_utc = values.str.contains(ZERO_OFFSET_SUFFIX)
+            if marked_utc.all() and timezone != "UTC" and utc_offsets is None:
+                if utc_times is None:
+                    refuse_rows(path, marked_utc, f"every timestamp is marked UTC while the dataset's timezone is "
+                                f"{timezone}: declare the source's `utc_times: true` to convert them, or `false` "
+                                "if they are local times mislabelled UTC", column)
+                if utc_times is False:
+                    values, has_offset = values.str.replace(ZERO_OFFSET_SUFFIX, "", regex=True), has_offset & False
         try:
             parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce", utc=bool(has_offset.any()))
         except ValueError as error:  # a format pandas cannot use at all
@@ -353,7 +362,7 @@ def load_events(path: Path, source: SourceFile, timezone: str = "UTC") -> pd.Dat
     for field in TIME_FIELDS:
         if field in declared:
             events[field] = _parse_timestamps(path, frame[declared[field]], declared[field], source.timestamp_format,
-                                              timezone, offsets)
+                                              timezone, offsets, source.utc_times)
     if "end_ts" in declared:
         refuse_rows(path, events["end_ts"] < events["ts"], "negative duration: the end is before the start",
                     declared["end_ts"])

@@ -23,7 +23,7 @@ def test_parquet_dataset_with_offsets_is_a_declaration(tmp_path, fixture_data):
 
     def declare(raw):
         raw["datasets"] = {"city": {"description": "A city's check-ins.", "timezone": "Asia/Tokyo", "sources": {
-            "events": {"file": "city.parquet", "format": "parquet",
+            "events": {"file": "city.parquet", "format": "parquet", "utc_times": True,
                        "columns": {"user_id": "uid", "ts": "when", "location": "place", "intent": "activity"}}}}}
         raw["scopes"] = {"demo": {}}
 
@@ -155,3 +155,19 @@ def test_an_undeclared_model_folder_is_named(tmp_path, fixture_data):
 def test_a_kept_column_may_not_take_a_name_bgen_uses(tmp_path, fixture_data):
     with pytest.raises(ConfigError, match="keep: weekday is a column name bgen uses"):
         declare_visits(tmp_path, fixture_data, 5, keep=["weekday"])
+
+
+def test_times_marked_utc_are_converted_or_read_as_local_only_as_declared(tmp_path):
+    pd.DataFrame({"uid": ["a", "a"], "at": ["2019-01-07T01:00:00Z", "2019-01-07T23:30:00+00:00"],
+                  "place": ["Cafe", "Bar"], "activity": ["Food", "Nightlife"]}).to_csv(tmp_path / "utc.csv", index=False)
+    columns = ColumnMapping(user_id="uid", ts="at", location="place", intent="activity")
+
+    def read(utc_times):
+        return list(load_events(tmp_path / "utc.csv", SourceFile(file="utc.csv", utc_times=utc_times, columns=columns),
+                                "Asia/Tokyo")["ts"])
+
+    written = [pd.Timestamp("2019-01-07 01:00:00"), pd.Timestamp("2019-01-07 23:30:00")]
+    assert read(True) == [t + pd.Timedelta(hours=9) for t in written]
+    assert read(False) == written  # local times mislabelled UTC: as written
+    with pytest.raises(RawDataError, match=r"column 'at'; line\(s\) 2, 3: every timestamp is marked UTC .*utc_times"):
+        read(None)  # undeclared: refused, not shifted silently
