@@ -6,6 +6,7 @@ import pytest
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import ColumnMapping, ConfigError, SourceFile, load_project
+from bgen_assets.generators import load_generator_specs
 from bgen_assets.runs import Runner, RunFailed
 from bgen_assets.sources import RawDataError, load_all_events, load_events, locate_all
 from conftest import project_instance, write_project
@@ -89,6 +90,10 @@ def test_a_source_of_several_files_is_read_as_one(tmp_path, fixture_data):
         assert files.to_dict("list") == {"source_file": ["checkins_2019-01.csv", "checkins_2019-02.csv"],
                                          "n": [int(january.sum()), int((~january).sum())]}
         assert runner.warehouse.query("SELECT count(*) AS n FROM city.events")["n"].iloc[0] == 600
+        # a dataset no declaration names gets only the generators that are not on request (no LLM, no GPU)
+        everyday = {spec.name for spec in load_generator_specs() if not spec.on_request}
+        assert set(runner.generator_names("city")) == everyday and "behavior_lora" not in everyday
+        assert set(runner.user_generators("city", "1004", None)) == everyday
 
     # a row of the first file repeated in the second: named by file and line
     with open(tmp_path / "checkins_2019-02.csv", "a") as second:
