@@ -268,51 +268,62 @@ def _parse_timestamps(path: Path, values: pd.Series, column: str, fmt: str | Non
     """Naive timestamps are local time of the dataset's timezone already; timestamps with an
     offset, and epoch numbers, are converted to it (and made naive), so weekday and time slot are
     local. With a declared `utc_offset` column the timestamps are UTC and each row gets its own
-    offset instead. A column mixing naive and offset times is refused: whether a naive value is
-    local or UTC cannot be known."""
+    offset instead."""
     values = values.fillna("").str.strip()
     latest = pd.Timestamp.now().normalize() + LATEST_EVENT_AHEAD
     outside = f"a time outside {EARLIEST_EVENT:%Y-%m-%d} .. {latest:%Y-%m-%d} (a clock or format error)"
     if fmt in EPOCH_UNITS:
-        unit, units = EPOCH_UNITS[fmt]
-        numbers = pd.to_numeric(values, errors="coerce")
-        refuse_rows(path, numbers.isna(), f"not a number of {units} since 1970-01-01 UTC (timestamp_format {fmt})",
-                    column)
-        scale = pd.Timedelta(1, unit=unit).total_seconds()
-        refuse_rows(path, (numbers * scale < EARLIEST_EVENT.timestamp()) | (numbers * scale > latest.timestamp()),
-                    f"{outside}: are these {units}?", column)
-        parsed = pd.to_datetime(numbers, unit=unit, utc=True)
+        parsed = _epoch_times(path, values, column, fmt, latest, outside)
     else:
-        if fmt is None:
-            refuse_rows(path, values.str.fullmatch(DATE_ONLY), "a date without a time of day (a time slot needs one)",
-                        column)
-        has_offset = values.str.contains(UTC_OFFSET_SUFFIX)
-        if has_offset.any():
-            refuse_rows(path, ~has_offset, "a timestamp without a UTC offset among timestamps with one "
-                        "(naive and offset times mixed in one column are ambiguous)", column)
-            marked_utc = values.str.contains(ZERO_OFFSET_SUFFIX)
-            if marked_utc.all() and timezone != "UTC" and utc_offsets is None:
-                if utc_times is None:
-                    refuse_rows(path, marked_utc, f"every timestamp is marked UTC while the dataset's timezone is "
-                                f"{timezone}: declare the source's `utc_times: true` to convert them, or `false` "
-                                "if they are local times mislabelled UTC", column)
-                if utc_times is False:
-                    values, has_offset = values.str.replace(ZERO_OFFSET_SUFFIX, "", regex=True), has_offset & False
-        try:
-            parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce", utc=bool(has_offset.any()))
-        except ValueError as error:  # a format pandas cannot use at all
-            raise RawDataError(path, f"timestamp_format {fmt!r} is not a strptime format pandas can use ({error}); "
-                               "epoch numbers are declared as epoch_s or epoch_ms", column=column) from None
-        unparsable = parsed.isna()
-        if unparsable.any():
-            first = values[unparsable].iloc[0]
-            hint = " (epoch numbers are declared as timestamp_format epoch_s or epoch_ms)" if first.isdigit() else ""
-            refuse_rows(path, unparsable, f"unparsable timestamp {first!r}{hint}", column)
+        parsed = _text_times(path, values, column, fmt, timezone if utc_offsets is None else "UTC", utc_times)
     if utc_offsets is not None:
         parsed = (parsed.dt.tz_convert("UTC").dt.tz_localize(None) if parsed.dt.tz is not None else parsed) + utc_offsets
     elif parsed.dt.tz is not None:
         parsed = parsed.dt.tz_convert(timezone).dt.tz_localize(None)
     refuse_rows(path, (parsed < EARLIEST_EVENT) | (parsed > latest), outside, column)
+    return parsed
+
+
+def _epoch_times(path: Path, values: pd.Series, column: str, fmt: str, latest: pd.Timestamp, outside: str) -> pd.Series:
+    unit, units = EPOCH_UNITS[fmt]
+    numbers = pd.to_numeric(values, errors="coerce")
+    refuse_rows(path, numbers.isna(), f"not a number of {units} since 1970-01-01 UTC (timestamp_format {fmt})", column)
+    scale = pd.Timedelta(1, unit=unit).total_seconds()  # milliseconds read as seconds land far in the future
+    refuse_rows(path, (numbers * scale < EARLIEST_EVENT.timestamp()) | (numbers * scale > latest.timestamp()),
+                f"{outside}: are these {units}?", column)
+    return pd.to_datetime(numbers, unit=unit, utc=True)
+
+
+def _text_times(path: Path, values: pd.Series, column: str, fmt: str | None, timezone: str,
+                utc_times: bool | None) -> pd.Series:
+    """Times as text (ISO 8601, or `fmt`); aware where they carry an offset. A column mixing
+    naive and offset times is refused (whether a naive value is local or UTC cannot be known), and
+    so is one whose every time is marked UTC in a dataset that is not, unless `utc_times` says
+    what they are: a local time mislabelled UTC would otherwise shift silently."""
+    if fmt is None:
+        refuse_rows(path, values.str.fullmatch(DATE_ONLY), "a date without a time of day (a time slot needs one)", column)
+    has_offset = values.str.contains(UTC_OFFSET_SUFFIX)
+    if has_offset.any():
+        refuse_rows(path, ~has_offset, "a timestamp without a UTC offset among timestamps with one "
+                    "(naive and offset times mixed in one column are ambiguous)", column)
+        marked_utc = values.str.contains(ZERO_OFFSET_SUFFIX)
+        if marked_utc.all() and timezone != "UTC" and utc_times is None:
+            refuse_rows(path, marked_utc, f"every timestamp is marked UTC while the dataset's timezone is {timezone}: "
+                        "declare the source's `utc_times: true` to convert them, or `false` if they are local times "
+                        "mislabelled UTC", column)
+        if marked_utc.all() and utc_times is False:
+            values = values.str.replace(ZERO_OFFSET_SUFFIX, "", regex=True)  # read as the local times they are
+            has_offset = values.str.contains(UTC_OFFSET_SUFFIX)
+    try:
+        parsed = pd.to_datetime(values, format=fmt or "ISO8601", errors="coerce", utc=bool(has_offset.any()))
+    except ValueError as error:  # a format pandas cannot use at all
+        raise RawDataError(path, f"timestamp_format {fmt!r} is not a strptime format pandas can use ({error}); "
+                           "epoch numbers are declared as epoch_s or epoch_ms", column=column) from None
+    unparsable = parsed.isna()
+    if unparsable.any():
+        first = values[unparsable].iloc[0]
+        hint = " (epoch numbers are declared as timestamp_format epoch_s or epoch_ms)" if first.isdigit() else ""
+        refuse_rows(path, unparsable, f"unparsable timestamp {first!r}{hint}", column)
     return parsed
 
 
