@@ -35,7 +35,6 @@ from bgen_assets.predictor_config import BACKBONES, PredictorConfig
 if TYPE_CHECKING:  # torch and transformers load when something trains or scores, not with the graph
     from bgen_assets.predictors import TrainedPredictor
 
-SCENARIOS = ("pretraining", "finetune", "limited", "replacement", "augmentation")
 VALID_SHARE_OF_POPULATION = 0.1   # the last 10% of each population user's events stop pretraining early
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from dagster import DynamicPartitionsDefinition, MultiPartitionKey, MultiPartitionsDefinition
+from dagster import DynamicPartitionsDefinition, MultiPartitionsDefinition
 
 USER, WEEK = "user", "week"
 
@@ -25,6 +25,3 @@ def weeks(dataset: str) -> DynamicPartitionsDefinition:
 def user_weeks(dataset: str) -> MultiPartitionsDefinition:
     return MultiPartitionsDefinition({USER: users(dataset), WEEK: weeks(dataset)})
 
-
-def user_week_key(user: str, week: str) -> MultiPartitionKey:
-    return MultiPartitionKey({USER: user, WEEK: week})
