@@ -7,7 +7,7 @@ last event is the test target, the one before it validation, the rest training. 
 intent. Every training event with earlier history is a training sample on both sides (RecBole
 augments every prefix of the sequence). Neither side validates or stops early: both train for
 `epochs`. Our model also sees each event's weekday, time slot and location and the next
-event's weekday and time slot (the task of NOTES.md 1); RecBole's sees the item ids only.
+event's weekday and time slot (the paper's next-intent task); RecBole's sees the item ids only.
 
 RecBole does not run with numpy 2: it gets its own virtual environment under
 STATE/bench/recbole-venv, made on first use (torch==2.13.0 first, then recbole and its pins).

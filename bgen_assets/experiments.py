@@ -1,5 +1,5 @@
 """Experiment declarations (`models/experiments/*.yml`) and the paper's three usage scenarios
-(NOTES.md section 3), run on one backbone for one dataset.
+(pretraining augmentation, fine-tuning replacement, fine-tuning augmentation), run on one backbone for one dataset.
 
 Every scenario is scored on the same real test events: each individual user's `test` part of
 `DS.event_splits`, predicted from the user's real history before it.

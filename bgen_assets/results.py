@@ -1,4 +1,4 @@
-"""The paper's result tables (NOTES.md section 3) from the pooled predictor scores of every
+"""The BehaviorGen paper's result tables (Tables 1-3) from the pooled predictor scores of every
 experiment of a dataset (rows of `DS.NAME_real` and `DS.NAME_with_GEN` whose user_id is `all`).
 
   Table 1, pretraining augmentation: real only vs real + each generator; change in % of real only.

@@ -1,5 +1,5 @@
 """Next-intent predictors: given a user's last N events and the weekday and time slot of the
-next event, rank all intents (NOTES.md sections 3, 4, 6).
+next event, rank all intents (the BehaviorGen paper's next-intent task and its predictors).
 
 Frames in, frames out. Every function takes pandas frames of events with the columns of
 `DS.events` (user_id, ts, weekday, time_slot, location, intent). Two optional columns:

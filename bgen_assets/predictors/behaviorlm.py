@@ -1,4 +1,5 @@
-"""BehaviorLM-style progressive fine-tuning (NOTES.md 6) as a schedule for any backbone.
+"""BehaviorLM-style progressive fine-tuning (anchor intents, then a difficulty-balanced subset)
+as a schedule for any backbone.
 
 Anchor intents are the most frequent intents covering `anchor_share` of the training targets
 (metrics.anchor_intents); the others are the tail.

@@ -1,4 +1,5 @@
-"""Next-intent metrics (NOTES.md 4 and 6), pooled over all test targets and per user.
+"""Next-intent metrics (NDCG@k, macro precision and recall, as the BehaviorGen paper reports
+them), pooled over all test targets and per user.
 
 - precision, recall: macro over all intents (scikit-learn, zero_division=0): an intent that
   is never predicted has precision 0, one that never occurs has recall 0, and both count in
