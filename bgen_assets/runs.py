@@ -136,13 +136,19 @@ def build_lock(state_dir: Path, key: AssetKey) -> Iterator[None]:
 
 
 def alive(pid: int) -> bool:
+    """Whether the process runs: a killed one not yet reaped by its new parent (a zombie, e.g. a
+    worker of a command killed with SIGKILL) has ended too."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no procfs: the signal test above must do
+        return True
+    return state != "Z"
 
 
 def fail_dead_runs(instance: DagsterInstance) -> int:

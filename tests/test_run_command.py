@@ -19,7 +19,7 @@ from dagster import AssetKey
 
 from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
 from bgen_assets.llm.loopback_server import serve, stats
-from bgen_assets.runs import PID_TAG, RunRequest
+from bgen_assets.runs import PID_TAG, RunRequest, alive
 from bgen_assets.warehouse import Warehouse, table_exists
 from conftest import SUBPROCESS_TIMEOUT, TOKYO_USERS, write_project
 
@@ -131,6 +131,17 @@ def assert_complete_or_absent(warehouse: Warehouse) -> None:
     orphans = warehouse.query("""SELECT count(*) AS n FROM tokyo.synthetic_bg_kill s
                                  ANTI JOIN tokyo.synthetic_bg_kill_log l USING (user_id, week)""")
     assert orphans["n"].iloc[0] == 0
+
+
+def test_a_killed_process_not_yet_reaped_counts_as_gone():
+    # a killed command's workers may linger as zombies until their new parent reaps them; their
+    # runs must still be marked failed by the next command
+    process = subprocess.Popen(["sleep", "60"])
+    assert alive(process.pid)
+    process.kill()
+    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # ended, left unreaped
+    assert not alive(process.pid)
+    process.wait()
 
 
 def test_sigkill_mid_generation_then_the_next_command_completes(tmp_path, fixture_data):
