@@ -12,6 +12,16 @@ from bgen_assets.sources import RawDataError, load_all_events, load_events, loca
 from conftest import project_instance, write_project
 
 
+def city_project(folder, events: dict, **dataset):
+    """The fixture project with one dataset, `city` (Tokyo's timezone), reading `events` from
+    `folder`; `dataset` adds to its declaration."""
+    def declare(raw):
+        raw["datasets"] = {"city": {"timezone": "Asia/Tokyo", **dataset, "sources": {"events": events}}}
+        raw["scopes"] = {"demo": {}}
+
+    return load_project(write_project(folder, folder, declare))
+
+
 def test_parquet_dataset_with_offsets_is_a_declaration(tmp_path, fixture_data):
     tokyo = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str).head(600)
     local = pd.to_datetime(tokyo["local_time"])
@@ -22,13 +32,8 @@ def test_parquet_dataset_with_offsets_is_a_declaration(tmp_path, fixture_data):
         "activity": tokyo["top_category"],
     }).to_parquet(tmp_path / "city.parquet")
 
-    def declare(raw):
-        raw["datasets"] = {"city": {"description": "A city's check-ins.", "timezone": "Asia/Tokyo", "sources": {
-            "events": {"file": "city.parquet", "format": "parquet", "utc_times": True,
-                       "columns": {"user_id": "uid", "ts": "when", "location": "place", "intent": "activity"}}}}}
-        raw["scopes"] = {"demo": {}}
-
-    project = load_project(write_project(tmp_path, tmp_path, declare))
+    project = city_project(tmp_path, {"file": "city.parquet", "format": "parquet", "utc_times": True, "columns": {
+        "user_id": "uid", "ts": "when", "location": "place", "intent": "activity"}}, description="A city's check-ins.")
     with project_instance(tmp_path / "dagster") as instance:
         runner = Runner.for_project(project, instance)
         runner.build_shared()
@@ -76,13 +81,8 @@ def test_a_source_of_several_files_is_read_as_one(tmp_path, fixture_data):
     tokyo[january].to_csv(tmp_path / "checkins_2019-01.csv", index=False)
     tokyo[~january].to_csv(tmp_path / "checkins_2019-02.csv", index=False)
 
-    def declare(raw):
-        raw["datasets"] = {"city": {"timezone": "Asia/Tokyo", "sources": {"events": {
-            "file": "checkins_*.csv",
-            "columns": {"user_id": "user_id", "ts": "local_time", "location": "venue_category", "intent": "top_category"}}}}}
-        raw["scopes"] = {"demo": {}}
-
-    project = load_project(write_project(tmp_path, tmp_path, declare))
+    project = city_project(tmp_path, {"file": "checkins_*.csv", "columns": {
+        "user_id": "user_id", "ts": "local_time", "location": "venue_category", "intent": "top_category"}})
     with project_instance(tmp_path / "dagster") as instance:
         runner = Runner.for_project(project, instance)
         runner.build_shared()
@@ -117,14 +117,8 @@ def declare_visits(tmp_path, fixture_data, rows: int, keep=(), **dataset):
     `keep` columns; returns the fixture rows it holds and the project."""
     tokyo = pd.read_csv(fixture_data / "tokyo_checkins.csv.gz", dtype=str).head(rows)
     tokyo.drop(columns=["top_category"]).to_csv(tmp_path / "visits.csv", index=False)
-
-    def declare(raw):
-        raw["datasets"] = {"city": {"timezone": "Asia/Tokyo", **dataset, "sources": {"events": {
-            "file": "visits.csv", "columns": {"user_id": "user_id", "ts": "local_time", "location": "venue_category",
-                                              "keep": list(keep)}}}}}
-        raw["scopes"] = {"demo": {}}
-
-    return tokyo, load_project(write_project(tmp_path, tmp_path, declare))
+    return tokyo, city_project(tmp_path, {"file": "visits.csv", "columns": {
+        "user_id": "user_id", "ts": "local_time", "location": "venue_category", "keep": list(keep)}}, **dataset)
 
 
 def test_fine_categories_get_foursquare_top_level_intents_by_declaration(tmp_path, fixture_data):
