@@ -335,15 +335,19 @@ class Runner:
             f'SELECT DISTINCT week FROM "{dataset}".weekly_segments WHERE user_id = ? ORDER BY week', [user]
         )["week"].tolist()
 
-    def generator_names(self, dataset: str, scope: str | None = None) -> list[str]:
-        """The generators a scope builds for a dataset (declarations whose scope names no users,
-        such as ablations or GPU-only ones, are left out)."""
+    def scoped_generators(self, dataset: str, scope: str | None = None) -> list[tuple]:
+        """The generators a scope builds for a dataset, each with its selection of users and weeks
+        (declarations whose scope names no users, such as ablations or GPU-only ones, are left out)."""
         from bgen_assets.generators import load_generator_specs
 
         scope = scope or self.project.scope
-        return [spec.name for spec in load_generator_specs(self.catalog.models_dir / "generators")
-                if spec.selection(scope, dataset, self.project.selection(dataset, scope)).users != []
-                and self.graph.has(AssetKey([dataset, f"synthetic_{spec.name}"]))]
+        scoped = [(spec, spec.selection(scope, dataset, self.project.selection(dataset, scope)))
+                  for spec in load_generator_specs(self.catalog.models_dir / "generators")]
+        return [(spec, selection) for spec, selection in scoped
+                if selection.users != [] and self.graph.has(AssetKey([dataset, f"synthetic_{spec.name}"]))]
+
+    def generator_names(self, dataset: str, scope: str | None = None) -> list[str]:
+        return [spec.name for spec, _ in self.scoped_generators(dataset, scope)]
 
     def synthetic_keys(self, dataset: str, generator: str | None) -> list[AssetKey]:
         names = self.generator_names(dataset) if generator is None else [generator]
@@ -437,14 +441,8 @@ class Runner:
         """The generators `bgen user` builds for one user, each with its week cap: those the scope
         builds for the dataset, on all the user's weeks (or `max_weeks`), except on-request ones
         (slow: an LLM, a long fit), built only for the users their scope names, on its weeks."""
-        from bgen_assets.generators import load_generator_specs
-
-        project_selection, built = self.project.selection(dataset), self.generator_names(dataset)
         chosen = {}
-        for spec in load_generator_specs(self.catalog.models_dir / "generators"):
-            if spec.name not in built:
-                continue
-            selection = spec.selection(self.project.scope, dataset, project_selection)
+        for spec, selection in self.scoped_generators(dataset):
             if not spec.on_request:
                 chosen[spec.name] = max_weeks
             elif selection.users is None or user in selection.users:
