@@ -45,13 +45,13 @@ class SchemaViolation(ValueError):
     """A built table fails its models/schema.yml entry; the table it would replace is kept."""
 
 
-MISSING_INTENT_HINT = ("\nan event without an intent: declare the events source's intent column (`columns: intent:` "
-                       "in bgen_project.yml), or derive one in models/{dataset}/events.sql (as models/ubiqlog/events.sql does)")
-
-
-def _missing_intents(relation: Relation, errors: pa.errors.SchemaErrors) -> bool:
+def missing_intent_hint(relation: Relation, errors: pa.errors.SchemaErrors) -> str:
+    """What to declare when events come without an intent; empty for any other failure."""
     cases = errors.failure_cases
-    return relation.name == "events" and bool(((cases["column"] == "intent") & (cases["check"] == "not_nullable")).any())
+    if relation.name != "events" or not ((cases["column"] == "intent") & (cases["check"] == "not_nullable")).any():
+        return ""
+    return ("\nan event without an intent: declare the events source's intent column (`columns: intent:` in "
+            f"bgen_project.yml), or derive one in models/{relation.schema}/events.sql (as models/ubiqlog/events.sql does)")
 
 
 def source_lines(warehouse: Warehouse, dataset: str, built: pd.DataFrame, errors: pa.errors.SchemaErrors) -> str:
@@ -121,11 +121,10 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
             except pa.errors.SchemaErrors as errors:
                 with warehouse.connect() as con:
                     con.execute(f"DROP TABLE {staging}")
+                details = (describe_failures(errors) + source_lines(warehouse, relation.schema, built, errors)
+                           + missing_intent_hint(relation, errors))
                 raise SchemaViolation(f"{relation.sql} fails its schema in models/schema.yml, so the table "
-                                      f"built before is kept:\n{describe_failures(errors)}"
-                                      f"{source_lines(warehouse, relation.schema, built, errors)}"
-                                      f"{MISSING_INTENT_HINT.format(dataset=relation.schema) if _missing_intents(relation, errors) else ''}"
-                                      ) from None
+                                      f"built before is kept:\n{details}") from None
         with warehouse.connect() as con:
             con.execute("BEGIN")
             con.execute(f"CREATE OR REPLACE TABLE {relation.sql} AS SELECT * FROM {staging}")
