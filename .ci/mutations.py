@@ -57,7 +57,7 @@ MUTATIONS = (
     Mutation("synthetic-history", (SYNTHETIC_HISTORY,), ("tests/test_event_splits.py",)),
     Mutation("both-histories", (MARKOV_HISTORY, SYNTHETIC_HISTORY),
              ("tests/test_markov.py", "tests/test_event_splits.py")),
-    Mutation("gate-mia-off", (("bgen_assets/evaluation/gate.py",
+    Mutation("gate-mia-off", (("bgen_assets/quality/gate.py",
                                "not math.isnan(attack) and attack > gate.max_membership_inference_accuracy", "False"),),
              ("tests/test_privacy.py",)),
     Mutation("source-always-new", (("bgen_assets/assets/raw.py", "DataVersion(version)",

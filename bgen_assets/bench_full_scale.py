@@ -104,7 +104,7 @@ def loopback_generation(folder: Path, base_url: str, workers: int) -> tuple[floa
 
 
 def full_scale(_runner=None) -> dict:
-    from bgen_assets.llm.loopback_server import serve
+    from bgen_assets.testing.loopback_server import serve
 
     with tempfile.TemporaryDirectory() as folder:
         figures = markov_full_scale(Path(folder) / "one", workers=1)

@@ -49,7 +49,7 @@ def client_throughput(concurrency: int = 32, latency_s: float = 0.2, requests: i
     the median run, and `efficiency_runs` lists every run's."""
     import openai  # noqa: F401  (import cost is not part of the measurement)
 
-    from bgen_assets.llm.loopback_server import serve, stats
+    from bgen_assets.testing.loopback_server import serve, stats
     from bgen_assets.llm.openai_backend import OpenAIBackend
 
     if server not in ("process", "thread"):

@@ -48,7 +48,7 @@ def leave_one_out(events):
 
 
 def ours(events, epochs: int) -> dict:
-    from bgen_assets.predictors import PredictorConfig, fit
+    from bgen_assets.predictors.core import PredictorConfig, fit
     from bgen_assets.predictors.metrics import anchor_intents, evaluate
 
     config = PredictorConfig(backbone="bert4rec", max_epochs=epochs, threads=1, device="cpu", dropout=0.2,

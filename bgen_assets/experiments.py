@@ -33,7 +33,7 @@ from bgen_assets.config import MODELS_DIR, StrictModel, load_declarations
 from bgen_assets.predictor_config import BACKBONES, PredictorConfig
 
 if TYPE_CHECKING:  # torch and transformers load when something trains or scores, not with the graph
-    from bgen_assets.predictors import TrainedPredictor
+    from bgen_assets.predictors.core import TrainedPredictor
 
 VALID_SHARE_OF_POPULATION = 0.1   # the last 10% of each population user's events stop pretraining early
 
@@ -119,7 +119,8 @@ class Scorer:
     def score(self, models: dict[str, TrainedPredictor] | TrainedPredictor) -> tuple[dict, pd.DataFrame]:
         """(pooled figures, per-user figures) of one predictor for everyone, or of one per user
         (then only those users are scored)."""
-        from bgen_assets.predictors import Predictions, metrics
+        from bgen_assets.predictors import metrics
+        from bgen_assets.predictors.core import Predictions
 
         frame = test_frame(self.individual)
         if not isinstance(models, dict):
@@ -136,7 +137,8 @@ def fine_tune(spec: ExperimentSpec, config: PredictorConfig, population: Trained
               train: dict[str, pd.DataFrame], valid: pd.DataFrame | None, anchors: list[str],
               on_epoch: Callable | None = None) -> TrainedPredictor:
     """The declared individual stage for one user."""
-    from bgen_assets.predictors import behaviorlm, fit, pituning
+    from bgen_assets.predictors import behaviorlm, pituning
+    from bgen_assets.predictors.core import fit
 
     if spec.individual_stage == "pituning":
         return pituning.fit_individual(population, train, valid, config=config, on_epoch=on_epoch,

@@ -25,7 +25,7 @@ from dagster import AssetCheckSeverity, AssetKey, AssetSelection, DagsterInstanc
 from bgen_assets.assets.evaluation import EVALUATION_GROUP, EVALUATION_TABLES, GATE_CHECK
 from bgen_assets.assets.synthetic import SYNTHETIC_GROUP, generator_code_version, synthetic_inputs
 from bgen_assets.assets.training import TRAINING_GROUP
-from bgen_assets.evaluation.gate import gate_verdict
+from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import PROJECT_ROOT, Project
 from bgen_assets.partitions import users, weeks

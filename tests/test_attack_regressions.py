@@ -15,7 +15,7 @@ from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, load_project
 from bgen_assets.llm import LLMResponse
 from bgen_assets.llm.cache import CachedBackend
-from bgen_assets.llm.loopback_server import serve, stats
+from bgen_assets.testing.loopback_server import serve, stats
 from bgen_assets.runs import RunFailed, Runner
 from conftest import built_on_copied_data, project_instance, read_gz_lines, write_project
 from test_behaviorgen_loopback import declare

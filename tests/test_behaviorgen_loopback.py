@@ -11,7 +11,7 @@ from dagster._serdes import serialize_value
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, load_project
-from bgen_assets.llm.loopback_server import serve, stats
+from bgen_assets.testing.loopback_server import serve, stats
 from bgen_assets.runs import RunRequest, Runner
 from conftest import project_instance, write_project
 

@@ -5,7 +5,7 @@ import io
 import matplotlib.image
 import pandas as pd
 
-from bgen_assets.evaluation import plots
+from bgen_assets.quality import plots
 
 
 def opens_as_png(data: bytes) -> tuple[int, ...]:

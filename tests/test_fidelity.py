@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bgen_assets.evaluation import fidelity
+from bgen_assets.quality import fidelity
 
 
 def events(rows, week_column="week"):

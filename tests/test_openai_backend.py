@@ -11,7 +11,7 @@ import pytest
 
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
 from bgen_assets.llm.event_format import parse_week
-from bgen_assets.llm.loopback_server import serve, stats
+from bgen_assets.testing.loopback_server import serve, stats
 from bgen_assets.llm.openai_backend import (
     PLACEHOLDER_KEY,
     OpenAIBackend,

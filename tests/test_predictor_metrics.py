@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bgen_assets.predictors import Predictions
+from bgen_assets.predictors.core import Predictions
 from bgen_assets.predictors.metrics import anchor_intents, evaluate, ndcg_at_k, score
 
 INTENTS = ["a", "b", "c"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bgen_assets.predictors import PAD, EventEncoder, PredictorConfig, TrainedPredictor, fit, summed_source_loss
+from bgen_assets.predictors.core import PAD, EventEncoder, PredictorConfig, TrainedPredictor, fit, summed_source_loss
 from bgen_assets.predictors.behaviorlm import balanced_subset, progressive_fit
 from bgen_assets.predictors.metrics import anchor_intents, evaluate
 from bgen_assets.predictors.pituning import fit_individual, parameter_distance

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from bgen_assets.config import PrivacyGate
-from bgen_assets.evaluation import privacy
-from bgen_assets.evaluation.gate import judge
-from bgen_assets.evaluation.fidelity import with_week
+from bgen_assets.quality import privacy
+from bgen_assets.quality.gate import judge
+from bgen_assets.quality.fidelity import with_week
 
 
 def events(rows):

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from bgen_assets.assets.evaluation import GATE_CHECK
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, load_project
-from bgen_assets.evaluation.gate import gate_verdict
+from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.partitions import users
 from bgen_assets.runs import RunFailed, Runner
 from conftest import project_instance, write_project

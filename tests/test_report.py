@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from bgen_assets.config import load_project
-from bgen_assets.evaluation import plots
+from bgen_assets.quality import plots
 from bgen_assets.generators import load_generator_specs
-from bgen_assets.report import FIDELITY_QUALITY_ROWS, FIDELITY_ROWS, figure_pngs, render, scale_warning
+from bgen_assets.report_html import FIDELITY_QUALITY_ROWS, FIDELITY_ROWS, figure_pngs, render, scale_warning
 from bgen_assets.results import NOTE_NO_SYNTHETIC, NOTE_NOT_COMPARABLE, NOTE_ONE_INTENT, NOTES, TABLE_METRICS, utility_tables
 from conftest import headless_chromium
 

@@ -18,7 +18,7 @@ import yaml
 from dagster import AssetKey
 
 from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
-from bgen_assets.llm.loopback_server import serve, stats
+from bgen_assets.testing.loopback_server import serve, stats
 from bgen_assets.runs import PID_TAG, RunRequest, alive
 from bgen_assets.warehouse import Warehouse, table_exists
 from conftest import SUBPROCESS_TIMEOUT, TOKYO_USERS, write_project

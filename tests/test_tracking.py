@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bgen_assets.predictors import PredictorConfig, fit
+from bgen_assets.predictors.core import PredictorConfig, fit
 from bgen_assets.tracking import EXPERIMENT_KIND_TAG, MlflowTracking, default_store
 from conftest import SUBPROCESS_TIMEOUT
 

@@ -6,7 +6,7 @@
 A failed gate is an outcome of the evaluation, not a failure of its run: the check fails (ERROR)
 and the run succeeds. What keeps the data out of training is the stored verdict: the training set
 refuses to build from it (models/per_generator/training_set.sql), predictors refuse it
-(`bgen_assets.evaluation.gate.gate_verdict`), and commands train only on generators that passed."""
+(`bgen_assets.quality.gate.gate_verdict`), and commands train only on generators that passed."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from dagster import (
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import Project
-from bgen_assets.evaluation import gate
+from bgen_assets.quality import gate
 from bgen_assets.generators import GeneratorSpec
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
@@ -40,7 +40,7 @@ from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 EVALUATION_GROUP = "evaluation"
 EVALUATION_TABLES = ("fidelity", "privacy")  # their schemas in models/schema.yml
 # Read for the code version; imported (scipy, matplotlib) only when an evaluation runs.
-EVALUATION_MODULES = tuple(f"bgen_assets.evaluation.{name}" for name in ("fidelity", "privacy", "gate", "plots"))
+EVALUATION_MODULES = tuple(f"bgen_assets.quality.{name}" for name in ("fidelity", "privacy", "gate", "plots"))
 GATE_CHECK = "privacy_gate"
 
 
@@ -67,7 +67,7 @@ def rounded(values: dict) -> dict:
 
 
 def image_metadata(data: bytes, path: Path, title: str) -> dict:
-    from bgen_assets.evaluation import plots
+    from bgen_assets.quality import plots
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -94,7 +94,7 @@ def fidelity_asset(project: Project, catalog: Catalog, dataset: str, spec: Gener
         kinds={"duckdb", "python"},
     )
     def fidelity_table(warehouse: Warehouse) -> MaterializeResult:
-        from bgen_assets.evaluation import fidelity, plots
+        from bgen_assets.quality import fidelity, plots
 
         real = warehouse.query(f'SELECT e.*, s.role FROM "{dataset}".events e JOIN "{dataset}".user_split s USING (user_id)')
         synthetic = read_table(warehouse, dataset, f"synthetic_{spec.name}", synthetic_schema)
@@ -140,7 +140,7 @@ def privacy_asset(project: Project, catalog: Catalog, dataset: str, spec: Genera
         kinds={"duckdb", "python"},
     )
     def privacy_table(warehouse: Warehouse):
-        from bgen_assets.evaluation import plots, privacy
+        from bgen_assets.quality import plots, privacy
 
         real = warehouse.query(f'SELECT * FROM "{dataset}".events')
         synthetic = read_table(warehouse, dataset, f"synthetic_{spec.name}", synthetic_schema)

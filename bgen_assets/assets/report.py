@@ -1,4 +1,4 @@
-"""`DS/report`: the dataset's self-contained HTML report (bgen_assets/report.py), written to
+"""`DS/report`: the dataset's self-contained HTML report (bgen_assets/report_html.py), written to
 STATE/reports/DS/report.html with its plots beside it, and logged to MLflow."""
 
 import hashlib
@@ -11,7 +11,7 @@ from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, 
 from bgen_assets.assets.evaluation import EVALUATION_GROUP, EVALUATION_TABLES
 from bgen_assets.config import Project
 from bgen_assets.generators import GeneratorSpec
-from bgen_assets.report import SOURCE_FILES, figure_pngs, render, scale_warning
+from bgen_assets.report_html import SOURCE_FILES, figure_pngs, render, scale_warning
 from bgen_assets.tracking import MlflowTracking
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 
@@ -35,7 +35,7 @@ def report_asset(project: Project, dataset: str, specs: list[GeneratorSpec]) -> 
         kinds={"html", "mlflow"},
     )
     def report(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
-        from bgen_assets.evaluation import plots
+        from bgen_assets.quality import plots
 
         def read(table: str) -> pd.DataFrame | None:
             return warehouse.query(f'SELECT * FROM "{dataset}"."{table}"') if table_exists(warehouse, dataset, table) else None

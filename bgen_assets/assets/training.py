@@ -25,7 +25,7 @@ from bgen_assets import results
 from bgen_assets.assets.models import table_fingerprint
 from bgen_assets.catalog import Catalog, Relation
 from bgen_assets.config import Project
-from bgen_assets.evaluation.gate import gate_verdict
+from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.experiments import (
     ExperimentSpec,
     Scorer,
@@ -40,7 +40,7 @@ from bgen_assets.tracking import MlflowTracking, TrainingRun
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 
 if TYPE_CHECKING:  # torch loads when something trains, not with the graph
-    from bgen_assets.predictors import TrainedPredictor
+    from bgen_assets.predictors.core import TrainedPredictor
 
 TRAINING_GROUP = "training"
 
@@ -82,7 +82,7 @@ def save_real_models(population: TrainedPredictor, limited: dict[str, TrainedPre
 
 
 def load_real_models(directory: Path) -> tuple[TrainedPredictor, dict[str, TrainedPredictor]]:
-    from bgen_assets.predictors import TrainedPredictor
+    from bgen_assets.predictors.core import TrainedPredictor
 
     population = TrainedPredictor.load(directory / "population")
     limited = {path.name: TrainedPredictor.load(path) for path in sorted((directory / "limited").glob("*"))}
@@ -120,7 +120,7 @@ def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: in
              synthetic: pd.DataFrame | None, run: TrainingRun) -> tuple[TrainedPredictor, pd.DataFrame]:
     """The population model (on real, or real + `generator`'s synthetic weeks with summed losses),
     scored on the test events."""
-    from bgen_assets.predictors import fit
+    from bgen_assets.predictors.core import fit
 
     train, valid = pretraining_frames(data.population, scope_users, config.seed)
     sources = {"real": train}

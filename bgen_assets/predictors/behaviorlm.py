@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from bgen_assets.predictors import PredictorConfig, TrainedPredictor, fit
+from bgen_assets.predictors.core import PredictorConfig, TrainedPredictor, fit
 from bgen_assets.predictors.metrics import anchor_intents
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bgen_assets.predictors import MASK, PAD, EventEmbedding, EventEncoder, PredictorConfig
+from bgen_assets.predictors.core import MASK, PAD, EventEmbedding, EventEncoder, PredictorConfig
 
 
 class Model(nn.Module):

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from bgen_assets.predictors import Predictions
+from bgen_assets.predictors.core import Predictions
 
 METRICS = ("precision", "recall", "ndcg@3", "ndcg@5", "anchor_f1", "tail_f1")
 COUNTS = ("targets", "ranked_intents", "predicted_intents")

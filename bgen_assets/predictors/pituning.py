@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 
-from bgen_assets.predictors import PAD, EventEmbedding, EventEncoder, PredictorConfig, TrainedPredictor, fit
+from bgen_assets.predictors.core import PAD, EventEmbedding, EventEncoder, PredictorConfig, TrainedPredictor, fit
 
 
 class Model(nn.Module):

@@ -41,7 +41,7 @@ from scipy import sparse
 from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr
 
-from bgen_assets.evaluation.fidelity import MINUTES_PER_DAY, with_week
+from bgen_assets.quality.fidelity import MINUTES_PER_DAY, with_week
 
 TOP_K = (1, 3, 5)
 DELTA = 1e-5

@@ -41,7 +41,7 @@ Fault names:
     with serve(latency_s=0.2, per_prompt=["429@0.1"]) as base_url:   # http://127.0.0.1:PORT/v1
         ...
 
-    python -m bgen_assets.llm.loopback_server --port 8000 --latency 0.2 --faults ok,ok,500
+    python -m bgen_assets.testing.loopback_server --port 8000 --latency 0.2 --faults ok,ok,500
 """
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ def _serve_process(*, port: int, latency_s, faults, per_prompt, directives, retr
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "bgen_assets.llm.loopback_server", "--port", str(port),
+    command = [sys.executable, "-m", "bgen_assets.testing.loopback_server", "--port", str(port),
                "--latency", repr(float(latency_s)), "--hang", repr(float(hang_s)),
                "--faults", ",".join(faults), "--per-prompt", ",".join(per_prompt)]
     if retry_after_s is not None:

@@ -85,7 +85,7 @@ def scale_warning(project: Project, dataset: str) -> str:
 def fidelity_overview(fidelity: pd.DataFrame) -> pd.DataFrame:
     """The `all` rows of the fidelity tables, one column per generator and one row per measure, so
     that it stays page-wide however many generators are built."""
-    from bgen_assets.evaluation import plots
+    from bgen_assets.quality import plots
 
     labels = {**FIDELITY_ROWS, **plots.FIDELITY_METRICS, **FIDELITY_QUALITY_ROWS}
     overall = fidelity[fidelity["level"] == "all"].set_index("generator")[list(labels)].rename(columns=labels)
@@ -107,7 +107,7 @@ def figure_pngs(fidelity: pd.DataFrame, scores: pd.DataFrame, real: pd.DataFrame
     """The report's plots as PNG bytes, by file name: per result table and predictor
     (`utility_TABLE_EXPERIMENT.png`, the table's score rows that hold figures), fidelity, and
     each generator's case-study user (`intents_GENERATOR.png`)."""
-    from bgen_assets.evaluation import plots  # matplotlib: loaded when a report is made, not with the graph
+    from bgen_assets.quality import plots  # matplotlib: loaded when a report is made, not with the graph
 
     pngs = {}
     if len(fidelity):
