@@ -91,7 +91,7 @@ def _behaviorgen_runs(runner, variant: str, cache: Path):
     response cache (every request is a real call): yields (dataset, results, seconds, backend), the
     backend's throughput counting from zero for each dataset. The model loads before timing starts."""
     from bgen_assets.assets.synthetic import generation_context, stable_seed
-    from bgen_assets.assets.users import PROFILE_ATTRIBUTES
+    from bgen_assets.domain import PROFILE_ATTRIBUTES
     from bgen_assets.generators import WeekTask, generator_kind, load_generator_specs
     from bgen_assets.llm.cache import CachedBackend
     from bgen_assets.llm.local_hf import LocalHFBackend, Throughput
@@ -107,7 +107,7 @@ def _behaviorgen_runs(runner, variant: str, cache: Path):
         segments = runner.warehouse.query(f'SELECT * FROM "{dataset}".weekly_segments ORDER BY user_id, ts')
         profiles = runner.warehouse.query(f'SELECT * FROM "{dataset}".profiles').set_index("user_id")
         tasks = [WeekTask(user, week, segments[(segments.user_id == user) & (segments.week <= week)],
-                          profiles.loc[user, list(PROFILE_ATTRIBUTES)].to_dict(),
+                          profiles.loc[user, PROFILE_ATTRIBUTES].to_dict(),
                           stable_seed(spec.seed, dataset, user, week)) for user, week in weeks]
         local.throughput = Throughput()
         started = time.perf_counter()

@@ -23,9 +23,9 @@ import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
 from bgen_assets.assets.synthetic import generation_context, stable_seed
-from bgen_assets.assets.users import PROFILE_ATTRIBUTES
+from bgen_assets.domain import PROFILE_ATTRIBUTES, week_of
 from bgen_assets.config import project
-from bgen_assets.generators import WeekTask, generator_kind, load_generator_specs, week_of
+from bgen_assets.generators import WeekTask, generator_kind, load_generator_specs
 from bgen_assets.warehouse import Warehouse
 
 DATASET = "tokyo"

@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bgen_assets.domain import MINUTES_PER_DAY
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILE = Path(os.environ.get("BGEN_PROJECT", PROJECT_ROOT / "bgen_project.yml"))
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -175,8 +177,8 @@ class Project(StrictModel):
     @field_validator("slot_minutes")
     @classmethod
     def _divides_a_day(cls, minutes: int) -> int:
-        if 1440 % minutes:
-            raise ValueError("must divide 1440 (a day) evenly")
+        if MINUTES_PER_DAY % minutes:
+            raise ValueError(f"must divide {MINUTES_PER_DAY} (a day) evenly")
         return minutes
 
     @model_validator(mode="after")

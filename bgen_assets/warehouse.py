@@ -96,6 +96,14 @@ def table_exists(warehouse: Warehouse, schema: str, table: str) -> bool:
     return bool(warehouse.query(TABLE_EXISTS, [schema, table]).iloc[0, 0])
 
 
+def table_fingerprint(warehouse: Warehouse, schema: str, table: str) -> tuple[int, str]:
+    """Row count and an order-independent content hash computed inside DuckDB."""
+    rows, digest = warehouse.query(
+        f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM {quoted(schema, table)} t"
+    ).iloc[0]
+    return int(rows), hashlib.sha256(f"{rows}:{digest}".encode()).hexdigest()[:24]
+
+
 def frame_fingerprint(frame: pd.DataFrame) -> str:
     """A content hash of a frame (row order included), used as the Dagster data version."""
     digest = hashlib.sha256()

@@ -13,7 +13,7 @@ import pytest
 from bgen_assets.config import PROJECT_ROOT, load_project
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
 from bgen_assets.llm.event_format import parse_week
-from bgen_assets.llm.local_hf import DEFAULT_MODEL, LocalHFBackend, convert_bundled, free_threads
+from bgen_assets.llm.local_hf import LocalHFBackend, convert_bundled, free_threads
 
 MODEL_CACHE = load_project().model_cache
 

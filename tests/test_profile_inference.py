@@ -18,7 +18,8 @@ def test_parse_keeps_only_allowed_values():
 
 @pytest.mark.slow
 def test_llm_profiles_are_validated_and_marked(built):
-    from bgen_assets.assets.users import PROFILE_ATTRIBUTES, llm_profiles
+    from bgen_assets.assets.users import llm_profiles
+    from bgen_assets.domain import PROFILE_ATTRIBUTES
 
     rules = built.warehouse.query("SELECT * FROM tokyo.inferred_profiles ORDER BY user_id").head(3)
     table, stats = llm_profiles(built.project, "tokyo", built.warehouse, rules)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from bgen_assets.assets.synthetic import generation_context, stable_seed
-from bgen_assets.assets.users import PROFILE_ATTRIBUTES
+from bgen_assets.domain import PROFILE_ATTRIBUTES
 from bgen_assets.generators import WeekTask, load_generator_specs, sdv_par
 from conftest import built_with_generator, generated_weeks, population_events
 

@@ -9,7 +9,7 @@ from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, 
 
 from bgen_assets.catalog import Catalog, Relation, SqlModel
 from bgen_assets.schemas import describe_failures, table_schema, validate
-from bgen_assets.warehouse import Warehouse, table_exists
+from bgen_assets.warehouse import Warehouse, table_exists, table_fingerprint
 
 SEED_GROUP = "seeds"
 MODEL_GROUP = "models"
@@ -22,14 +22,6 @@ def column_schema(catalog: Catalog, table: str) -> dict:
     return {"dagster/column_schema": TableSchema(
         columns=[TableColumn(name, spec["type"], description=spec.get("doc")) for name, spec in columns.items()]
     )}
-
-
-def table_fingerprint(warehouse: Warehouse, relation: Relation) -> tuple[int, str]:
-    """Row count and an order-independent content hash computed inside DuckDB."""
-    rows, digest = warehouse.query(
-        f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM {relation.sql} t"
-    ).iloc[0]
-    return int(rows), hashlib.sha256(f"{rows}:{digest}".encode()).hexdigest()[:24]
 
 
 def declared_metadata(warehouse: Warehouse, relation: Relation, aggregates: dict[str, str]) -> dict:
@@ -83,7 +75,7 @@ def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
     def seed(warehouse: Warehouse) -> MaterializeResult:
         table = pd.read_csv(path, dtype=str, keep_default_na=False).replace({"": None})
         warehouse.replace_table(relation.schema, relation.name, table)
-        rows, version = table_fingerprint(warehouse, relation)
+        rows, version = table_fingerprint(warehouse, relation.schema, relation.name)
         return MaterializeResult(data_version=DataVersion(version), metadata={"dagster/row_count": rows})
 
     return seed
@@ -130,7 +122,7 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
             con.execute(f"CREATE OR REPLACE TABLE {relation.sql} AS SELECT * FROM {staging}")
             con.execute(f"DROP TABLE {staging}")
             con.execute("COMMIT")
-        rows, version = table_fingerprint(warehouse, relation)
+        rows, version = table_fingerprint(warehouse, relation.schema, relation.name)
         return MaterializeResult(
             data_version=DataVersion(version),
             metadata={"dagster/row_count": rows, **declared_metadata(warehouse, relation, doc.get("metadata", {}))},

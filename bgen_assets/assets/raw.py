@@ -16,6 +16,7 @@ from dagster import (
 )
 
 from bgen_assets.config import Project
+from bgen_assets.domain import week_of
 from bgen_assets.partitions import users, weeks
 from bgen_assets.sources import load_all_events, load_lookup, locate, locate_all, sha256_of
 from bgen_assets.warehouse import Warehouse, frame_fingerprint
@@ -27,7 +28,7 @@ MAX_PARTITIONS_PER_ASSET = 100_000  # Dagster's advice; above it the UI and book
 
 
 def _register_partitions(context: AssetExecutionContext, dataset: str, events: pd.DataFrame) -> None:
-    week_keys = sorted(events["ts"].dt.to_period("W-SUN").dt.start_time.dt.strftime("%Y-%m-%d").unique())
+    week_keys = sorted(week_of(events["ts"]).unique())
     known_users = set(context.instance.get_dynamic_partitions(users(dataset).name))
     known_weeks = set(context.instance.get_dynamic_partitions(weeks(dataset).name))
     n_users, n_weeks = len(known_users | set(events["user_id"])), len(known_weeks | set(week_keys))

@@ -22,7 +22,7 @@ from dagster import (
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import Project
-from bgen_assets.assets.users import PROFILE_ATTRIBUTES
+from bgen_assets.domain import PROFILE_ATTRIBUTES
 from bgen_assets.generators import LOG_DEFAULTS, GenerationContext, GeneratorSpec, WeekTask, generator_kind
 from bgen_assets.llm import EventVocabulary
 from bgen_assets.partitions import USER, WEEK, user_weeks
@@ -168,7 +168,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         ).groupby("user_id")))
         profiles = warehouse.query(
             f'SELECT * FROM "{dataset}".profiles WHERE list_contains(?, user_id)', [users]
-        ).set_index("user_id")[list(PROFILE_ATTRIBUTES)].to_dict("index")
+        ).set_index("user_id")[PROFILE_ATTRIBUTES].to_dict("index")
         visible = {user: visible_weeks(segments) for user, segments in histories.items()}
         tasks = [
             WeekTask(user, week, histories[user][histories[user]["week"] <= week], profiles.get(user, {}),

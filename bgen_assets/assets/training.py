@@ -22,8 +22,7 @@ import pandas as pd
 from dagster import AssetDep, AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from bgen_assets import results
-from bgen_assets.assets.models import table_fingerprint
-from bgen_assets.catalog import Catalog, Relation
+from bgen_assets.catalog import Catalog
 from bgen_assets.config import Project
 from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.experiments import (
@@ -37,7 +36,7 @@ from bgen_assets.experiments import (
 from bgen_assets.results import TABLES, markdown, utility_tables
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.tracking import MlflowTracking, TrainingRun
-from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
+from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists, table_fingerprint
 
 if TYPE_CHECKING:  # torch loads when something trains, not with the graph
     from bgen_assets.predictors.core import TrainedPredictor
@@ -61,7 +60,7 @@ class ExperimentData:
         self.population = self.splits[self.splits["part"] == "pretrain"]
         anchors = metrics.anchor_intents(self.population["intent"].value_counts(), spec.anchor_share)
         self.scorer = Scorer(individual, anchors)
-        self.lineage = {f"{dataset}/event_splits": table_fingerprint(warehouse, Relation(dataset, "event_splits"))[1]}
+        self.lineage = {f"{dataset}/event_splits": table_fingerprint(warehouse, dataset, "event_splits")[1]}
 
 
 def model_directory(project: Project, dataset: str, spec: ExperimentSpec) -> Path:
@@ -206,7 +205,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         data = ExperimentData(project, dataset, spec, warehouse)
         synthetic = warehouse.query(f'SELECT * FROM "{dataset}"."training_set_{generator}" ORDER BY user_id, ts')
         lineage = {**data.lineage, training_set.to_user_string():
-                   table_fingerprint(warehouse, Relation(dataset, f"training_set_{generator}"))[1]}
+                   table_fingerprint(warehouse, dataset, f"training_set_{generator}")[1]}
         population, limited_models = load_real_models(model_directory(project, dataset, spec))
         with tracking.training_run(dataset, f"{spec.name}: pretrain on real + {generator}", config=pretrain_config,
                                    params={"experiment": spec.name, "generator": generator,

@@ -17,12 +17,12 @@ from dagster import (
 )
 
 from bgen_assets.config import Project
+from bgen_assets.domain import PROFILE_ATTRIBUTES
 from bgen_assets.partitions import users
 from bgen_assets.sources import load_lookup, locate, refuse_rows, require_columns
 from bgen_assets.warehouse import Warehouse, frame_fingerprint
 
 USERS_GROUP = "users"
-PROFILE_ATTRIBUTES = ["age_group", "education", "gender", "consumption_level", "occupation"]
 
 
 def split_users(user_ids: list[str], population_share: float, seed: int, dataset: str) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bgen_assets.domain import slots_per_day
 from bgen_assets.config import MODELS_DIR, ScopeSelection, load_declarations
 from bgen_assets.llm import EventVocabulary
 
@@ -91,24 +92,20 @@ def artifact_bytes(table: pd.DataFrame) -> bytes:
     return base64.b64decode(table["payload"].iloc[0])
 
 
-def week_of(ts: pd.Series) -> pd.Series:
-    """Monday of each time's week, YYYY-MM-DD (the `week` of weekly_segments)."""
-    return (ts.dt.normalize() - pd.to_timedelta(ts.dt.weekday, unit="D")).dt.strftime("%Y-%m-%d")
-
 
 def week_events(week: str, slot_of_week: np.ndarray, locations, intents, rng: np.random.Generator,
                 slot_minutes: int) -> pd.DataFrame:
     """Events of the week after `week` at the given time-of-week slots (weekday x slots per day +
     time slot), each at a random minute inside its slot, sorted by time. Weekday and time slot are
     both derived from that one value, so they always agree with `ts`."""
-    slots_per_day = 1440 // slot_minutes
+    per_day = slots_per_day(slot_minutes)
     slot_of_week = np.asarray(slot_of_week, dtype="int64")
     minutes = slot_of_week * slot_minutes + rng.integers(0, slot_minutes, len(slot_of_week))
     order = np.argsort(minutes, kind="stable")
     return pd.DataFrame({
         "ts": pd.Timestamp(week) + pd.Timedelta(days=7) + pd.to_timedelta(minutes[order], unit="min"),
-        "weekday": slot_of_week[order] // slots_per_day,
-        "time_slot": slot_of_week[order] % slots_per_day,
+        "weekday": slot_of_week[order] // per_day,
+        "time_slot": slot_of_week[order] % per_day,
         "location": np.asarray(locations, dtype=object)[order],
         "intent": np.asarray(intents, dtype=object)[order],
     })

@@ -35,12 +35,12 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from bgen_assets.generators import WeekResult, artifact_bytes, artifact_table, thin, week_events, week_of
+from bgen_assets.domain import PROFILE_ATTRIBUTES, slots_per_day, week_of
+from bgen_assets.generators import WeekResult, artifact_bytes, artifact_table, thin, week_events
 
 NEEDS_VOCABULARY = False
 NEEDS_FIT = True
 NEEDS_PROFILES = True
-PROFILE_ATTRIBUTES = ("age_group", "education", "gender", "consumption_level", "occupation")
 PAD, BOS, SEP, EOS, UNK = "<pad>", "<bos>", "<sep>", "<eos>", "<unk>"
 IGNORE = -100  # label of positions without loss (prompt, padding)
 
@@ -131,7 +131,7 @@ def training_pairs(events: pd.DataFrame, vocabulary: Vocabulary, config: Behavio
     pairs = []
     for _, user_events in events.groupby("user_id", sort=True):
         weeks = {week: thin(frame, config.max_events_per_week, rng) for week, frame in user_events.groupby("week")}
-        profile = user_events.iloc[0][list(PROFILE_ATTRIBUTES)].to_dict()
+        profile = user_events.iloc[0][PROFILE_ATTRIBUTES].to_dict()
         for week, frame in weeks.items():
             following = (pd.Timestamp(week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d")
             if following in weeks:
@@ -184,7 +184,7 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: 
     config = validate_params(params)
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
-    vocabulary = Vocabulary.build(population_events, 1440 // slot_minutes, config.max_events_per_week)
+    vocabulary = Vocabulary.build(population_events, slots_per_day(slot_minutes), config.max_events_per_week)
     rng = np.random.default_rng(seed)
     pairs = training_pairs(population_events, vocabulary, config, rng)
     if not pairs:

@@ -27,8 +27,9 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from bgen_assets.domain import PROFILE_ATTRIBUTES, week_of
 from bgen_assets.generators import (LOG_DEFAULTS, GenerationContext, WeekResult, WeekTask, artifact_bytes,
-                                    artifact_table, thin, week_of)
+                                    artifact_table, thin)
 from bgen_assets.generators.behaviorgen import BehaviorGenParams, build_messages
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
 from bgen_assets.llm.event_format import parse_week, render_events, to_events
@@ -36,7 +37,6 @@ from bgen_assets.llm.event_format import parse_week, render_events, to_events
 NEEDS_VOCABULARY = True
 NEEDS_FIT = True
 NEEDS_PROFILES = True
-PROFILE_ATTRIBUTES = ("age_group", "education", "gender", "consumption_level", "occupation")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # The BehaviorGen prompt without role and format blocks: the fine-tuned model learns the format.
 PROMPT = BehaviorGenParams(prompt={"role": False, "format": False})
@@ -90,7 +90,7 @@ def training_chats(events: pd.DataFrame, config: BehaviorLoRAConfig,
     chats = []
     for user, user_events in events.groupby("user_id", sort=True):
         weeks = {week: thin(frame, config.max_events_per_week, rng) for week, frame in user_events.groupby("week")}
-        profile = user_events.iloc[0][list(PROFILE_ATTRIBUTES)].to_dict()
+        profile = user_events.iloc[0][PROFILE_ATTRIBUTES].to_dict()
         for week, shown in weeks.items():
             following = weeks.get((pd.Timestamp(week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d"))
             if following is None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bgen_assets import domain
+
 NEEDS_VOCABULARY = False
 NEEDS_FIT = True
 TOKEN_SEP, CONTEXT_SEP = "\x1f", "\x1e"
@@ -54,7 +56,7 @@ def _bucket(time_slot: int, slot_minutes: int) -> str:
 def count(events: pd.DataFrame, order: int, slot_minutes: int) -> Counts:
     transitions: dict[str, Counter] = defaultdict(Counter)
     buckets: dict[str, Counter] = defaultdict(Counter)
-    slots_per_day = 1440 // slot_minutes
+    slots_per_day = domain.slots_per_day(slot_minutes)
     for _, user_events in events.sort_values(["user_id", "ts"]).groupby("user_id", sort=False):
         tokens = tokens_of(user_events)
         for i, token in enumerate(tokens):
@@ -101,7 +103,7 @@ def generate(
 ) -> pd.DataFrame:
     """Events of the week after `week` for one user whose real history (up to `week`) is given."""
     order, user_weight = int(params.get("order", 2)), float(params.get("user_weight", 4.0))
-    slots_per_day = 1440 // slot_minutes
+    slots_per_day = domain.slots_per_day(slot_minutes)
     past = history[history["week"] <= week]
     user = count(past, order, slot_minutes)
 
@@ -136,7 +138,7 @@ def generate(
     target_monday = pd.Timestamp(week) + pd.Timedelta(days=7)
     weekday, time_slot = slots // slots_per_day, slots % slots_per_day
     # sorting keeps each event inside its slot, so times increase in generation order
-    minutes = np.sort(weekday * 1440 + time_slot * slot_minutes + rng.integers(0, slot_minutes, n_events))
+    minutes = np.sort(weekday * domain.MINUTES_PER_DAY + time_slot * slot_minutes + rng.integers(0, slot_minutes, n_events))
     offsets = pd.to_timedelta(minutes, unit="min")
     location, intent = zip(*(token.split(TOKEN_SEP) for token in generated)) if generated else ((), ())
     return pd.DataFrame({

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from bgen_assets.generators import WeekResult, week_of
+from bgen_assets.domain import week_of
+from bgen_assets.generators import WeekResult
 
 NEEDS_VOCABULARY = False
 EVENT_COLUMNS = ["ts", "weekday", "time_slot", "location", "intent"]

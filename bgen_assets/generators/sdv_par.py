@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from bgen_assets.assets.users import PROFILE_ATTRIBUTES
-from bgen_assets.generators import artifact_bytes, artifact_table, week_events, week_of
+from bgen_assets.domain import PROFILE_ATTRIBUTES, slots_per_day, week_of
+from bgen_assets.generators import artifact_bytes, artifact_table, week_events
 
 NEEDS_VOCABULARY = False
 NEEDS_FIT = True
@@ -78,7 +78,7 @@ def training_sequences(population_events: pd.DataFrame, params: ParParams, slot_
     rng = np.random.default_rng(seed)
     events = population_events.assign(
         week=week_of(population_events["ts"]),
-        slot_of_week=population_events["weekday"] * (1440 // slot_minutes) + population_events["time_slot"],
+        slot_of_week=population_events["weekday"] * slots_per_day(slot_minutes) + population_events["time_slot"],
         event=population_events["location"] + SEP + population_events["intent"],
     )
     weeks = events[["user_id", "week"]].drop_duplicates().sort_values(["user_id", "week"])
@@ -102,7 +102,7 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: 
     torch.set_num_threads(params.threads)
     torch.manual_seed(seed)
     np.random.seed(seed)  # SDV's transformers draw from numpy's global state
-    synthesizer = PARSynthesizer(metadata(), context_columns=list(PROFILE_ATTRIBUTES),
+    synthesizer = PARSynthesizer(metadata(), context_columns=PROFILE_ATTRIBUTES,
                                  epochs=params.epochs, cuda=False, verbose=False)
     sequences = training_sequences(population_events, params, slot_minutes, seed)
     synthesizer.fit({TABLE: sequences})
@@ -136,7 +136,7 @@ def generate(model: FittedPar, profile: dict[str, str], week: str, seed: list[in
     # sample_sequential_columns first samples the context columns not given from its copula, and
     # fails when all are given (nothing left to sample): transform the given context and sample PAR.
     sampled = synthesizer._sample(synthesizer._process_context_columns(context))
-    slots_per_week = 7 * 1440 // slot_minutes
+    slots_per_week = 7 * slots_per_day(slot_minutes)
     slot_of_week = np.clip(sampled["slot_of_week"].to_numpy(dtype=float).round(), 0, slots_per_week - 1)
     location, intent = zip(*sampled["event"].str.split(SEP)) if len(sampled) else ((), ())
     return week_events(week, slot_of_week, location, intent, np.random.default_rng(seed), slot_minutes)

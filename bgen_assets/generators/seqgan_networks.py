@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
-from bgen_assets.generators import artifact_bytes, artifact_table, thin, week_events, week_of
+from bgen_assets import domain
+from bgen_assets.domain import week_of
+from bgen_assets.generators import artifact_bytes, artifact_table, thin, week_events
 from bgen_assets.generators.seqgan import SeqGANConfig, validate_params
 
 PAD, BOS, EOS, COUNT0 = 0, 1, 2, 3   # count tokens (1 to max_events events) follow, then slots, then pairs
@@ -207,7 +209,7 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: 
     config = validate_params(params)
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
-    slots_per_day = 1440 // slot_minutes
+    slots_per_day = domain.slots_per_day(slot_minutes)
     vocabulary = Vocabulary.of_events(population_events, slots_per_day, config.max_events)
     conditions, lengths, weeks = training_pairs(population_events, vocabulary, config, slots_per_day,
                                                 np.random.default_rng(seed))
@@ -266,7 +268,7 @@ def model_metadata(model: FittedSeqGAN) -> dict:
 def generate(model: FittedSeqGAN, history: pd.DataFrame, week: str, seed: list[int], slot_minutes: int) -> pd.DataFrame:
     """The week after `week`, conditioned on the user's real events of `week`."""
     generator, vocabulary = model.generator, model.generator.vocabulary
-    slots_per_day = 1440 // slot_minutes
+    slots_per_day = domain.slots_per_day(slot_minutes)
     shown = thin(history[history["week"] == week].sort_values("ts", kind="stable"), model.config.max_events,
                  np.random.default_rng([*seed, 0]))
     tokens = vocabulary.tokens(shown, slots_per_day)

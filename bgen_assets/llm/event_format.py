@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from bgen_assets.domain import MINUTES_PER_DAY
 from bgen_assets.llm import EventVocabulary
 
 _NAME = r'"(?:[^"\\]|\\.)*"|[^,\[\]"]+?'  # JSON-quoted, or plain
@@ -149,7 +150,7 @@ def parse_weeks(text: str, vocabulary: EventVocabulary, n_weeks: int) -> list[Pa
 
 def to_events(parsed: pd.DataFrame, target_monday: pd.Timestamp, slot_minutes: int) -> pd.DataFrame:
     """Parsed lines as synthetic events of the week starting `target_monday`."""
-    minutes = parsed["weekday"].astype("int64") * 1440 + parsed["minute_of_day"].astype("int64")
+    minutes = parsed["weekday"].astype("int64") * MINUTES_PER_DAY + parsed["minute_of_day"].astype("int64")
     return pd.DataFrame({
         "ts": target_monday + pd.to_timedelta(minutes, unit="min"),
         "weekday": parsed["weekday"].astype("int64"),

@@ -8,7 +8,7 @@ week it stands in for, conditioning week + 7 days). What each metric compares:
   the users the generator wrote weeks for; level `user`: one user's synthetic weeks against
   all of that user's real weeks.
 - KS_P: p-value of the two-sample Kolmogorov-Smirnov test (scipy `ks_2samp`) per feature:
-  time of week in minutes (weekday * 1440 + start of the event's slot), events per week (weeks
+  time of week in minutes (weekday * MINUTES_PER_DAY + start of the event's slot), events per week (weeks
   with at least one event), inter-event gap in minutes (consecutive events of one week).
   Higher = the samples are less distinguishable.
 - BLEU: corpus BLEU (sacrebleu, 4-grams, 0..1 rather than sacrebleu's 0..100) with one
@@ -34,9 +34,8 @@ import sacrebleu
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
-from bgen_assets.generators import week_of
+from bgen_assets.domain import MINUTES_PER_DAY, week_of
 
-MINUTES_PER_DAY = 1440
 METRICS = [
     "synthetic_weeks", "real_weeks", "synthetic_events_per_week", "real_events_per_week",
     "ks_p_time_of_week", "ks_p_events_per_week", "ks_p_inter_event_gap", "bleu",

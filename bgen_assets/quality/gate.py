@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from bgen_assets.config import PrivacyGate
-from bgen_assets.warehouse import Warehouse, table_exists
+from bgen_assets.warehouse import Warehouse, table_exists, table_fingerprint
 
 
 def judge(summary: dict, gate: PrivacyGate) -> tuple[bool, str]:
@@ -30,12 +30,11 @@ def judge(summary: dict, gate: PrivacyGate) -> tuple[bool, str]:
 
 
 def synthetic_fingerprint(warehouse: Warehouse, dataset: str, generator: str) -> str:
-    """Row count and an order-independent content hash of `DS.synthetic_NAME` ('0:0' if absent)."""
+    """Row count and content hash of `DS.synthetic_NAME` ('0:0' if absent)."""
     table = f"synthetic_{generator}"
     if not table_exists(warehouse, dataset, table):
         return "0:0"
-    row = warehouse.query(f'SELECT count(*) AS n, coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR AS h FROM "{dataset}"."{table}" t')
-    return f"{row['n'].iloc[0]}:{row['h'].iloc[0]}"
+    return "{}:{}".format(*table_fingerprint(warehouse, dataset, table))
 
 
 def gate_verdict(warehouse: Warehouse, dataset: str, generator: str) -> tuple[bool, str]:

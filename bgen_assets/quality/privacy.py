@@ -41,7 +41,8 @@ from scipy import sparse
 from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr
 
-from bgen_assets.quality.fidelity import MINUTES_PER_DAY, with_week
+from bgen_assets.domain import MINUTES_PER_DAY, slots_per_day
+from bgen_assets.quality.fidelity import with_week
 
 TOP_K = (1, 3, 5)
 DELTA = 1e-5
@@ -61,7 +62,7 @@ class WeekGrid:
 def week_grid(events: pd.DataFrame, week: str, locations: dict[str, int], slot_minutes: int) -> WeekGrid:
     """The grid of every (user_id, `week`) of `events`; `locations` maps location -> column code."""
     slots = 7 * MINUTES_PER_DAY // slot_minutes
-    first = (events.assign(slot=events["weekday"] * (MINUTES_PER_DAY // slot_minutes) + events["time_slot"])
+    first = (events.assign(slot=events["weekday"] * slots_per_day(slot_minutes) + events["time_slot"])
              .sort_values(["ts", "location"]).drop_duplicates(["user_id", week, "slot"]))
     keys = first[["user_id", week]].drop_duplicates().sort_values(["user_id", week]).reset_index(drop=True)
     row = pd.MultiIndex.from_frame(keys).get_indexer(pd.MultiIndex.from_frame(first[["user_id", week]]))
