@@ -13,40 +13,20 @@ Layout:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 
 import jinja2
 
+from bgen_assets import names
+from bgen_assets.code_versions import code_version
 from bgen_assets.config import ConfigError, Project, read_yaml
+from bgen_assets.names import SEEDS, Relation
 
 SHARED_MODELS = "dataset"
 PER_GENERATOR = "per_generator"
-SEEDS = "seeds"
 KEPT_COLUMN_TABLES = ("raw_events", "events")  # the tables that carry a dataset's `columns.keep`
-
-
-@dataclass(frozen=True)
-class Relation:
-    """A table in the warehouse, addressed as (schema, name) and as a Dagster key."""
-
-    schema: str
-    name: str
-
-    @property
-    def key_path(self) -> list[str]:
-        return [self.schema, self.name]
-
-    @property
-    def sql(self) -> str:
-        return f'"{self.schema}"."{self.name}"'
-
-    @staticmethod
-    def parse(reference: str, dataset: str) -> Relation:
-        schema, _, name = reference.rpartition("/")
-        return Relation(schema or dataset, name)
 
 
 @dataclass(frozen=True)
@@ -63,7 +43,7 @@ class SqlModel:
 
     @property
     def code_version(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+        return code_version(self.sql, length=16)
 
 
 class Catalog:
@@ -86,7 +66,7 @@ class Catalog:
     @cached_property
     def seeds(self) -> list[tuple[Relation, Path]]:
         folder = self.models_dir / SEEDS
-        return [(Relation(SEEDS, path.stem), path) for path in sorted(folder.glob("*.csv"))]
+        return [(names.seed(path.stem), path) for path in sorted(folder.glob("*.csv"))]
 
     def model_files(self, dataset: str) -> dict[str, Path]:
         """The dataset's SQL models by name: the shared ones, then the folders it declares
@@ -118,8 +98,9 @@ class Catalog:
                               kept_columns=self.kept_columns(dataset, "events")).strip().rstrip(";")
         unique_refs = tuple(dict.fromkeys(refs))
         if generator is None:
-            return SqlModel(Relation(dataset, path.stem), path, sql, unique_refs)
-        return SqlModel(Relation(dataset, f"{path.stem}_{generator}"), path, sql, unique_refs, doc_name=path.stem)
+            return SqlModel(names.sql_model(dataset, path.stem), path, sql, unique_refs)
+        return SqlModel(names.per_generator_model(dataset, path.stem, generator), path, sql, unique_refs,
+                        doc_name=path.stem)
 
     def kept_columns(self, dataset: str, table: str) -> tuple[str, ...]:
         """The extra raw columns the dataset's events source keeps (`columns.keep`), which the

@@ -5,11 +5,19 @@ before anything downstream is written."""
 
 
 import pandera.pandas as pa
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition, AssetKey, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition, AssetKey, AssetsDefinition, asset_check
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.schemas import describe_failures, table_schema, validate
 from bgen_assets.warehouse import Warehouse
+
+SCHEMA_ENTRY = "bgen/schema"
+
+
+def schema_entry(name: str) -> dict:
+    """Asset metadata naming the table's entry in models/schema.yml (generic, e.g. `synthetic_events`),
+    which its Pandera check validates against."""
+    return {SCHEMA_ENTRY: name}
 
 
 def schema_check(catalog: Catalog, key: AssetKey, schema_name: str, blocking: bool) -> AssetChecksDefinition:
@@ -37,10 +45,13 @@ def schema_check(catalog: Catalog, key: AssetKey, schema_name: str, blocking: bo
     return check
 
 
-def table_checks(catalog: Catalog, schema_names: dict[AssetKey, str], leaves: set[AssetKey]) -> list[AssetChecksDefinition]:
-    """A check for every table whose schema (`schema_names[key]`) models/schema.yml declares."""
+def table_checks(catalog: Catalog, assets: list[AssetsDefinition]) -> list[AssetChecksDefinition]:
+    """A check for every table asset whose schema entry (`schema_entry`) models/schema.yml declares;
+    blocking where another asset is built from the table."""
+    specs = [spec for asset in assets for spec in asset.specs_by_key.values()]
+    upstream = {dep.asset_key for spec in specs for dep in spec.deps}
     return [
-        schema_check(catalog, key, name, blocking=key not in leaves)
-        for key, name in schema_names.items()
-        if table_schema(catalog, name) is not None
+        schema_check(catalog, spec.key, spec.metadata[SCHEMA_ENTRY], blocking=spec.key in upstream)
+        for spec in specs
+        if SCHEMA_ENTRY in spec.metadata and table_schema(catalog, spec.metadata[SCHEMA_ENTRY]) is not None
     ]

@@ -12,6 +12,7 @@ from rich.progress import ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
+from bgen_assets import names
 from bgen_assets.config import ConfigError, project
 
 console = Console(width=150)
@@ -43,16 +44,17 @@ def summary(runner, datasets: list[str]) -> Table:
     for dataset in datasets:
         events, n_users, n_weeks = runner.warehouse.query(
             f"SELECT count(*), count(DISTINCT user_id), count(DISTINCT (user_id, date_trunc('week', ts))) "
-            f'FROM "{dataset}".events'
+            f"FROM {names.sql_model(dataset, 'events').sql}"
         ).iloc[0]
-        for key in runner.synthetic_keys(dataset, None):
-            name = key.path[1]
-            if not runner.instance.get_materialized_partitions(key):
+        for generator in runner.generator_names(dataset):
+            synthetic = names.synthetic(dataset, generator)
+            if not runner.graph.has(synthetic.key) or not runner.instance.get_materialized_partitions(synthetic.key):
                 continue  # a variant this scope does not build
-            rows = runner.warehouse.query(f'SELECT count(*) FROM "{dataset}"."{name}"').iloc[0, 0]
+            name = synthetic.name
+            rows = runner.warehouse.query(f"SELECT count(*) FROM {synthetic.sql}").iloc[0, 0]
             weeks, pass_at_1, failed = runner.warehouse.query(
                 f"SELECT count(*), avg(CASE WHEN attempts > 0 THEN pass_at_1::INT END), "
-                f"count(*) FILTER (WHERE status = 'failed') FROM \"{dataset}\".\"{name}_log\""
+                f"count(*) FILTER (WHERE status = 'failed') FROM {names.synthetic_log(dataset, generator).sql}"
             ).iloc[0]
             table.add_row(dataset, f"{events:,}", f"{n_users:,}", f"{n_weeks:,}", name, f"{rows:,}", f"{int(weeks):,}",
                           "-" if pass_at_1 != pass_at_1 or pass_at_1 is None else f"{pass_at_1:.0%}", f"{int(failed):,}")
@@ -139,21 +141,21 @@ def run_scope(runner, datasets: list[str], generators: list[str] | None, experim
     if unknown:
         raise ConfigError(f"unknown generator(s) {sorted(unknown)}; declared: {', '.join(declared)}")
     for dataset in datasets:
-        names = runner.generator_names(dataset) if generators is None else generators  # named: built even on request
+        built = runner.generator_names(dataset) if generators is None else generators  # named: built even on request
         if "generate" in stages:
-            runner.check_shared_built(dataset, names)
-            runner.fit_generators(dataset, names)
+            runner.check_shared_built(dataset, built)
+            runner.fit_generators(dataset, built)
             selection = runner.project.selection(dataset)
             runner.build_segments(dataset, selection.users)
-            for name in names:
+            for name in built:
                 chosen = declared[name].selection(scope, dataset, selection)
                 if chosen.users == [] and generators is not None:
                     chosen = selection  # named on the command line: the scope's users
                 generated = runner.generate(dataset, name, chosen.users, chosen.max_weeks_per_user)
-                console.print(f"{dataset}/synthetic_{name}: {generated:,} user-week(s) generated")
-        usable, mark = names, len(runner.stages)
+                console.print(f"{names.synthetic(dataset, name).key.to_user_string()}: {generated:,} user-week(s) generated")
+        usable, mark = built, len(runner.stages)
         if "evaluate" in stages or "train" in stages:
-            verdicts = runner.evaluate_generators(dataset, names)
+            verdicts = runner.evaluate_generators(dataset, built)
             for generator, (passed, reason) in verdicts.items():
                 if not passed:
                     console.print(f"{dataset}: [yellow]{generator} is not trained on[/yellow]: {reason}")
@@ -164,7 +166,7 @@ def run_scope(runner, datasets: list[str], generators: list[str] | None, experim
             runner.build_summaries(dataset)
         rebuilt = [key.to_user_string() for stage in runner.stages[mark:] for outcome in stage.outcomes
                    for key in outcome.request.keys]
-        console.print(f"{dataset}: evaluated {len(names)} generators, rebuilt {', '.join(rebuilt) or 'nothing'}")
+        console.print(f"{dataset}: evaluated {len(built)} generators, rebuilt {', '.join(rebuilt) or 'nothing'}")
 
 
 def cmd_run(args) -> None:

@@ -22,7 +22,8 @@ import yaml
 from dagster import AssetCheckSeverity, AssetKey, AssetSelection, DagsterInstance, DagsterRunStatus, Definitions, \
     RunsFilter, materialize
 
-from bgen_assets.assets.evaluation import EVALUATION_GROUP, EVALUATION_TABLES, GATE_CHECK
+from bgen_assets import names
+from bgen_assets.assets.evaluation import EVALUATION_GROUP, GATE_CHECK
 from bgen_assets.assets.synthetic import SYNTHETIC_GROUP, generator_code_version, synthetic_inputs
 from bgen_assets.assets.training import TRAINING_GROUP
 from bgen_assets.quality.gate import gate_verdict
@@ -63,7 +64,7 @@ def prepare_dagster_home(project: Project) -> str:
     return str(home)
 
 
-DATASET_SUMMARIES = ("utility_results", "report")   # built last, from whatever the run trained
+DATASET_SUMMARIES = (names.utility_results, names.report)   # built last, from whatever the run trained
 
 
 class RunFailed(RuntimeError):
@@ -332,7 +333,7 @@ class Runner:
 
     def user_weeks(self, dataset: str, user: str) -> list[str]:
         return self.warehouse.query(
-            f'SELECT DISTINCT week FROM "{dataset}".weekly_segments WHERE user_id = ? ORDER BY week', [user]
+            f"SELECT DISTINCT week FROM {names.weekly_segments(dataset).sql} WHERE user_id = ? ORDER BY week", [user]
         )["week"].tolist()
 
     def scoped_generators(self, dataset: str, scope: str | None = None) -> list[tuple]:
@@ -344,14 +345,14 @@ class Runner:
         scoped = [(spec, spec.selection(scope, dataset, self.project.selection(dataset, scope)))
                   for spec in load_generator_specs(self.catalog.models_dir / "generators")]
         return [(spec, selection) for spec, selection in scoped
-                if selection.users != [] and self.graph.has(AssetKey([dataset, f"synthetic_{spec.name}"]))]
+                if selection.users != [] and self.graph.has(names.synthetic(dataset, spec.name).key)]
 
     def generator_names(self, dataset: str, scope: str | None = None) -> list[str]:
         return [spec.name for spec, _ in self.scoped_generators(dataset, scope)]
 
     def synthetic_keys(self, dataset: str, generator: str | None) -> list[AssetKey]:
-        names = self.generator_names(dataset) if generator is None else [generator]
-        return [key for key in (AssetKey([dataset, f"synthetic_{name}"]) for name in names) if self.graph.has(key)]
+        generators = self.generator_names(dataset) if generator is None else [generator]
+        return [key for key in (names.synthetic(dataset, name).key for name in generators) if self.graph.has(key)]
 
     def build_segments(self, dataset: str, user_ids: list[str] | None) -> int:
         """The users' weekly segments where missing or stale, in as few runs as registration order
@@ -365,14 +366,14 @@ class Runner:
                     runs[-1].append(user)
                 else:
                     runs.append([user])
-        segments = AssetKey([dataset, "weekly_segments"])
+        segments = names.weekly_segments(dataset).key
         self.execute(f"{dataset} weekly segments", [RunRequest((segments,), (run[0], run[-1]), len(run)) for run in runs],
                      "users")
         return len(stale)
 
     def fit_generators(self, dataset: str, generators: list[str]) -> list[AssetKey]:
         """The generators' fitted models (`DS/NAME_model`) where stale or missing, side by side."""
-        fitted = [AssetKey([dataset, f"{name}_model"]) for name in generators]
+        fitted = [names.generator_model(dataset, name).key for name in generators]
         return self._rebuild_outdated(f"{dataset} fit generators", [k for k in fitted if self.graph.has(k)],
                                       independent=True, unit="fits")
 
@@ -384,7 +385,8 @@ class Runner:
 
         spec = next(s for s in load_generator_specs(self.catalog.models_dir / "generators") if s.name == generator)
         prefix = input_version_prefix(self.instance, generator_code_version(spec), synthetic_inputs(dataset, spec))
-        return user_week_status(self.warehouse, dataset, f"synthetic_{generator}_log", prefix, user_ids, max_weeks)
+        return user_week_status(self.warehouse, dataset, names.synthetic_log(dataset, generator).name, prefix, user_ids,
+                                max_weeks)
 
     def generate(self, dataset: str, generator: str, user_ids: list[str] | None, max_weeks: int | None) -> int:
         """The generator's stale or missing (user, week) partitions of the given users (None: all),
@@ -397,13 +399,14 @@ class Runner:
         per_run = self.user_weeks_per_run or -(-stale // runs)
         blocks = partition_blocks(status, self.instance.get_dynamic_partitions(users(dataset).name),
                                   self.instance.get_dynamic_partitions(weeks(dataset).name), per_run)
-        key = AssetKey([dataset, f"synthetic_{generator}"])
+        key = names.synthetic(dataset, generator).key
         self.execute(f"{dataset} {generator}", [RunRequest((key,), block.range, block.user_weeks) for block in blocks],
                      "weeks")
         return stale
 
     def check_shared_built(self, dataset: str, generators: list[str]) -> None:
-        upstream = {AssetKey([dataset, name]) for name in ("event_splits", "profiles", "vocabulary")}
+        upstream = {names.sql_model(dataset, "event_splits").key, names.profiles(dataset).key,
+                    names.sql_model(dataset, "vocabulary").key}
         missing = sorted(key.to_user_string() for key in upstream if self.graph.has(key) and self.stale_or_missing(key))
         if missing:
             raise RunFailed(f"shared assets missing or stale: {', '.join(missing)}; build them first with `bgen build`")
@@ -416,13 +419,14 @@ class Runner:
 
         Returns how many partitions each asset materialised (0 everywhere = already up to date)."""
         if user not in self.instance.get_dynamic_partitions(users(dataset).name):
-            raise RunFailed(f"unknown user {user!r} of dataset {dataset!r} (is {dataset}/raw_events materialised?)")
+            raise RunFailed(f"unknown user {user!r} of dataset {dataset!r} "
+                            f"(is {names.raw_events(dataset).key.to_user_string()} materialised?)")
         weeks = {generator: max_weeks} if generator is not None else self.user_generators(dataset, user, max_weeks)
         self.check_shared_built(dataset, list(weeks))
         done = {key.to_user_string(): 1 for key in self.fit_generators(dataset, list(weeks))}
-        done[f"{dataset}/weekly_segments"] = self.build_segments(dataset, [user])
+        done[names.weekly_segments(dataset).key.to_user_string()] = self.build_segments(dataset, [user])
         for name, cap in weeks.items():
-            done[f"{dataset}/synthetic_{name}"] = self.generate(dataset, name, [user], cap)
+            done[names.synthetic(dataset, name).key.to_user_string()] = self.generate(dataset, name, [user], cap)
         return done
 
     def why_no_synthetic_weeks(self, dataset: str, user: str) -> str | None:
@@ -431,7 +435,7 @@ class Runner:
         weeks = self.warehouse.query(
             f"""SELECT count(*) AS weeks, count(*) FILTER (WHERE visible) AS visible FROM (
                   SELECT week, bool_and(part IN {PART_VISIBLE_TO_GENERATORS}) AS visible
-                  FROM "{dataset}".weekly_segments WHERE user_id = ? GROUP BY week)""", [user]).iloc[0]
+                  FROM {names.weekly_segments(dataset).sql} WHERE user_id = ? GROUP BY week)""", [user]).iloc[0]
         if weeks["visible"]:
             return None
         return (f"none of its {weeks['weeks']} real week(s) is all training data; a generator is conditioned only on "
@@ -453,10 +457,11 @@ class Runner:
         """Fidelity and privacy of each generator's synthetic table, where stale or missing; returns
         each generator's privacy-gate verdict (passed, reason). A failed gate is an outcome here,
         not an error: that generator is simply not trained on."""
-        keys = [AssetKey([dataset, f"{table}_{generator}"]) for generator in generators for table in EVALUATION_TABLES]
+        keys = [relation.key for generator in generators for relation in names.evaluations(dataset, generator)]
         # also where the stored verdict no longer describes the synthetic table, whatever Dagster's staleness says
-        changed = {AssetKey([dataset, f"{table}_{generator}"]) for generator in generators
-                   if "is out of date" in gate_verdict(self.warehouse, dataset, generator)[1] for table in EVALUATION_TABLES}
+        changed = {relation.key for generator in generators
+                   if "is out of date" in gate_verdict(self.warehouse, dataset, generator)[1]
+                   for relation in names.evaluations(dataset, generator)}
         self._rebuild_outdated(f"{dataset} evaluate", keys, tolerated_checks=(GATE_CHECK,), independent=True,
                                outdated_too=changed)
         return {generator: gate_verdict(self.warehouse, dataset, generator) for generator in generators}
@@ -466,9 +471,9 @@ class Runner:
         missing: real-data predictors and training sets first (the generator ones start from them),
         then the generators' side by side."""
         self.defs.resources["tracking"].prepare(dataset)
-        real = [AssetKey([dataset, f"{spec.name}_real"]) for spec in experiments]
-        training_sets = [AssetKey([dataset, f"training_set_{g}"]) for spec in experiments for g in spec.generators if g in usable]
-        with_generators = [AssetKey([dataset, f"{spec.name}_with_{g}"]) for spec in experiments
+        real = [names.experiment_real(dataset, spec.name).key for spec in experiments]
+        training_sets = [names.training_set(dataset, g).key for spec in experiments for g in spec.generators if g in usable]
+        with_generators = [names.experiment_with(dataset, spec.name, g).key for spec in experiments
                            for g in spec.generators if g in usable]
         rebuilt = self._rebuild_outdated(f"{dataset} train on real", real + list(dict.fromkeys(training_sets)), independent=True)
         return rebuilt + self._rebuild_outdated(f"{dataset} train with generators", with_generators, independent=True,
@@ -477,4 +482,4 @@ class Runner:
     def build_summaries(self, dataset: str) -> list[AssetKey]:
         """The dataset's result tables and report, from whatever has been trained and evaluated."""
         return self._rebuild_outdated(f"{dataset} results and report",
-                                      [AssetKey([dataset, name]) for name in DATASET_SUMMARIES])
+                                      [summary(dataset).key for summary in DATASET_SUMMARIES])

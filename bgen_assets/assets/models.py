@@ -1,13 +1,15 @@
 """Assets built from the declarative catalogue: CSV seeds and SQL models run in DuckDB."""
 
 
-import hashlib
-
 import pandas as pd
 import pandera.pandas as pa
-from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
+from dagster import AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
 
-from bgen_assets.catalog import Catalog, Relation, SqlModel
+from bgen_assets import names
+from bgen_assets.catalog import Catalog, SqlModel
+from bgen_assets.checks import schema_entry
+from bgen_assets.code_versions import code_version
+from bgen_assets.names import Relation
 from bgen_assets.schemas import describe_failures, table_schema, validate
 from bgen_assets.warehouse import Warehouse, table_exists, table_fingerprint
 
@@ -51,25 +53,26 @@ def source_lines(warehouse: Warehouse, dataset: str, built: pd.DataFrame, errors
     location), for a message a user can act on; empty when they cannot be matched."""
     rows = errors.failure_cases["index"].dropna().astype(int).unique()[:20]
     if not {"user_id", "ts", "location"} <= set(built.columns) or not len(rows) \
-            or not table_exists(warehouse, dataset, "raw_events"):
+            or not table_exists(warehouse, dataset, names.raw_events(dataset).name):
         return ""
     with warehouse.connect() as con:
         con.register("failing", built.iloc[rows][["user_id", "ts", "location"]])
-        found = con.execute(f'SELECT DISTINCT r.source_file, r.source_row FROM "{dataset}".raw_events r '
+        found = con.execute(f"SELECT DISTINCT r.source_file, r.source_row FROM {names.raw_events(dataset).sql} r "
                             "JOIN failing f USING (user_id, ts, location) ORDER BY 1, 2").df()
     lines = [f"{file} line {row}" for file, row in found.itertuples(index=False)][:10]
     return f"\nfrom the raw file(s): {', '.join(lines)}" if lines else ""
 
 
 def seed_asset(catalog: Catalog, relation: Relation, path) -> AssetsDefinition:
-    doc = catalog.table_doc(f"seeds/{relation.name}")
+    doc_name = f"seeds/{relation.name}"
+    doc = catalog.table_doc(doc_name)
 
     @asset(
-        key=relation.key_path,
+        key=relation.key,
         group_name=SEED_GROUP,
         description=doc.get("description", f"Seed {path.name}"),
-        code_version=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
-        metadata={"path": MetadataValue.path(str(path)), **column_schema(catalog, f"seeds/{relation.name}")},
+        code_version=code_version(path, length=16),
+        metadata={"path": MetadataValue.path(str(path)), **column_schema(catalog, doc_name), **schema_entry(doc_name)},
         kinds={"duckdb", "csv"},
     )
     def seed(warehouse: Warehouse) -> MaterializeResult:
@@ -87,8 +90,8 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
     schema = table_schema(catalog, model.table_doc_name, catalog.kept_columns(relation.schema, model.table_doc_name))
 
     @asset(
-        key=relation.key_path,
-        deps=[AssetKey(ref.key_path) for ref in model.refs],
+        key=relation.key,
+        deps=[ref.key for ref in model.refs],
         group_name=MODEL_GROUP,
         description=doc.get("description", f"SQL model {model.path.name}"),
         code_version=model.code_version,
@@ -96,6 +99,7 @@ def sql_asset(catalog: Catalog, model: SqlModel) -> AssetsDefinition:
             "sql": MetadataValue.md(f"```sql\n{model.sql}\n```"),
             "path": MetadataValue.path(str(model.path)),
             **column_schema(catalog, model.table_doc_name),
+            **schema_entry(model.table_doc_name),
         },
         kinds={"duckdb", "sql"},
     )

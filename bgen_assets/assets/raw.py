@@ -5,7 +5,6 @@ import hashlib
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     DataVersion,
     MaterializeResult,
@@ -15,6 +14,9 @@ from dagster import (
     observable_source_asset,
 )
 
+from bgen_assets import names, sources
+from bgen_assets.checks import schema_entry
+from bgen_assets.code_versions import code_version
 from bgen_assets.config import Project
 from bgen_assets.domain import week_of
 from bgen_assets.partitions import users, weeks
@@ -47,7 +49,7 @@ def source_file_asset(project: Project, dataset: str, name: str) -> AssetsDefini
     source = project.datasets[dataset].sources[name]
 
     @observable_source_asset(
-        key=[dataset, f"{name}_file"],
+        key=names.source_file(dataset, name).key,
         group_name=RAW_GROUP,
         description=f"Source file `{source.file}` of dataset {dataset} (data directory or checked download).",
     )
@@ -64,21 +66,23 @@ def source_file_asset(project: Project, dataset: str, name: str) -> AssetsDefini
 
 def raw_event_asset(project: Project, dataset: str) -> AssetsDefinition:
     source = project.datasets[dataset].sources["events"]
+    table = names.raw_events(dataset)
 
     @asset(
-        key=[dataset, "raw_events"],
-        deps=[AssetKey([dataset, "events_file"])],
+        key=table.key,
+        deps=[names.source_file(dataset, "events").key],
         group_name=RAW_GROUP,
         description=f"{project.datasets[dataset].description} Read from `{source.file}`, columns mapped "
         "to canonical fields; registers the dataset's user and week partitions.",
-        code_version="1",
+        code_version=code_version(sources, _register_partitions, raw_event_asset),
+        metadata=schema_entry(table.name),
         kinds={"duckdb", "csv" if source.format == "csv" else "parquet"},
     )
     def raw_events(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         paths = locate_all(source, project)
         events = load_all_events(paths, source, project.datasets[dataset].timezone)
         _register_partitions(context, dataset, events)  # refuses too many partitions before anything is written
-        warehouse.replace_table(dataset, "raw_events", events)
+        warehouse.replace_table(dataset, table.name, events)
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(events)),
             metadata={
@@ -95,19 +99,21 @@ def raw_event_asset(project: Project, dataset: str) -> AssetsDefinition:
 
 def raw_lookup_asset(project: Project, dataset: str, name: str) -> AssetsDefinition:
     source = project.datasets[dataset].sources[name]
+    relation = names.raw_lookup(dataset, name)
 
     @asset(
-        key=[dataset, f"raw_{name}"],
-        deps=[AssetKey([dataset, f"{name}_file"])],
+        key=relation.key,
+        deps=[names.source_file(dataset, name).key],
         group_name=RAW_GROUP,
         description=f"Lookup table `{source.file}` of dataset {dataset}, loaded as text columns.",
-        code_version="1",
+        code_version=code_version(sources, raw_lookup_asset),
+        metadata=schema_entry(relation.name),
         kinds={"duckdb"},
     )
     def raw_lookup(warehouse: Warehouse) -> MaterializeResult:
         path = locate(source, project)
         table = load_lookup(path, source).replace({"": None})
-        warehouse.replace_table(dataset, f"raw_{name}", table)
+        warehouse.replace_table(dataset, relation.name, table)
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(table)),
             metadata={"file": MetadataValue.path(str(path)), "dagster/row_count": len(table)},
@@ -117,7 +123,7 @@ def raw_lookup_asset(project: Project, dataset: str, name: str) -> AssetsDefinit
 
 
 def raw_assets(project: Project, dataset: str) -> list[AssetsDefinition]:
-    sources = project.datasets[dataset].sources
-    lookups = [name for name, s in sources.items() if s.kind == "lookup"]
-    files = [source_file_asset(project, dataset, name) for name, s in sources.items() if s.kind != "profiles"]
+    declared = project.datasets[dataset].sources
+    lookups = [name for name, s in declared.items() if s.kind == "lookup"]
+    files = [source_file_asset(project, dataset, name) for name, s in declared.items() if s.kind != "profiles"]
     return files + [raw_event_asset(project, dataset), *(raw_lookup_asset(project, dataset, n) for n in lookups)]

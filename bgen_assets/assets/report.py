@@ -1,18 +1,20 @@
 """`DS/report`: the dataset's self-contained HTML report (bgen_assets/report_html.py), written to
 STATE/reports/DS/report.html with its plots beside it, and logged to MLflow."""
 
-import hashlib
 import os
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
-from bgen_assets.assets.evaluation import EVALUATION_GROUP, EVALUATION_TABLES
+from bgen_assets import names
+from bgen_assets.assets.evaluation import EVALUATION_GROUP, real_events_sql
+from bgen_assets.code_versions import code_version
 from bgen_assets.config import Project
 from bgen_assets.generators import GeneratorSpec
 from bgen_assets.report_html import SOURCE_FILES, figure_pngs, render, scale_warning
 from bgen_assets.tracking import MlflowTracking
+from bgen_assets.names import Relation
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
 
 
@@ -23,31 +25,32 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def report_asset(project: Project, dataset: str, specs: list[GeneratorSpec]) -> AssetsDefinition:
-    evaluations = [f"{table}_{spec.name}" for spec in specs for table in EVALUATION_TABLES]
+    evaluations = [relation.key for spec in specs for relation in names.evaluations(dataset, spec.name)]
 
     @asset(
-        key=[dataset, "report"],
-        deps=[AssetKey([dataset, name]) for name in ("utility_results", *evaluations)],
+        key=names.report(dataset).key,
+        deps=[names.utility_results(dataset).key, *evaluations],
         group_name=EVALUATION_GROUP,
         description="The dataset's HTML report: utility Tables 1-3, the BehaviorGen ablation (Table 4), fidelity, "
         "privacy and the gate's verdicts, generation costs and plots, over every generator built so far.",
-        code_version=hashlib.sha256(b"".join(path.read_bytes() for path in SOURCE_FILES)).hexdigest()[:12],
+        code_version=code_version(*SOURCE_FILES),
         kinds={"html", "mlflow"},
     )
     def report(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
         from bgen_assets.quality import plots
 
-        def read(table: str) -> pd.DataFrame | None:
-            return warehouse.query(f'SELECT * FROM "{dataset}"."{table}"') if table_exists(warehouse, dataset, table) else None
+        def read(relation: Relation) -> pd.DataFrame | None:
+            exists = table_exists(warehouse, relation.schema, relation.name)
+            return warehouse.query(f"SELECT * FROM {relation.sql}") if exists else None
 
-        built = [spec for spec in specs if read(f"privacy_{spec.name}") is not None]
-        fidelity = pd.concat([read(f"fidelity_{spec.name}") for spec in built] or [pd.DataFrame()], ignore_index=True)
-        privacy = pd.concat([read(f"privacy_{spec.name}") for spec in built] or [pd.DataFrame()], ignore_index=True)
-        logs = {spec.name: read(f"synthetic_{spec.name}_log") for spec in built}
-        synthetic = {spec.name: read(f"synthetic_{spec.name}") for spec in built}
-        scores = read("utility_results")
+        built = [spec for spec in specs if read(names.privacy(dataset, spec.name)) is not None]
+        fidelity = pd.concat([read(names.fidelity(dataset, spec.name)) for spec in built] or [pd.DataFrame()], ignore_index=True)
+        privacy = pd.concat([read(names.privacy(dataset, spec.name)) for spec in built] or [pd.DataFrame()], ignore_index=True)
+        logs = {spec.name: read(names.synthetic_log(dataset, spec.name)) for spec in built}
+        synthetic = {spec.name: read(names.synthetic(dataset, spec.name)) for spec in built}
+        scores = read(names.utility_results(dataset))
         scores = scores if scores is not None else pd.DataFrame(columns=["user_id", "generator", "scenario"])
-        real = warehouse.query(f'SELECT e.user_id, e.intent, s.role FROM "{dataset}".events e JOIN "{dataset}".user_split s USING (user_id)')
+        real = warehouse.query(f"SELECT user_id, intent, role FROM ({real_events_sql(dataset)})")
         pngs = figure_pngs(fidelity, scores, real, {name: frame for name, frame in synthetic.items() if frame is not None})
         html = render(dataset, project.datasets[dataset].description, scale_warning(project, dataset), built, scores,
                       fidelity, privacy, {name: log for name, log in logs.items() if log is not None}, pngs)

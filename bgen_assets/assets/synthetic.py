@@ -20,7 +20,10 @@ from dagster import (
     asset,
 )
 
+from bgen_assets import names
 from bgen_assets.catalog import Catalog
+from bgen_assets.checks import schema_entry
+from bgen_assets.code_versions import code_version
 from bgen_assets.config import Project
 from bgen_assets.domain import PROFILE_ATTRIBUTES
 from bgen_assets.generators import LOG_DEFAULTS, GenerationContext, GeneratorSpec, WeekTask, generator_kind
@@ -41,35 +44,38 @@ def stable_seed(*parts: str | int) -> list[int]:
 def generator_code_version(spec: GeneratorSpec) -> str:
     """A hash of what decides a generator's output: its declaration and the kind's code files
     (for BehaviorGen also the prompt templates, output format and grammar)."""
-    digest = hashlib.sha256(spec.model_dump_json(exclude={"scope", "description"}).encode())  # what decides the output
-    for path in generator_kind(spec.kind).code_files():
-        digest.update(path.read_bytes())
-    return f"{spec.kind}-{digest.hexdigest()[:12]}"
+    declaration = spec.model_dump_json(exclude={"scope", "description"})  # what decides the output
+    return f"{spec.kind}-{code_version(declaration, *generator_kind(spec.kind).code_files())}"
 
 
 def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
     kind = generator_kind(spec.kind)
     profiled = getattr(kind, "NEEDS_PROFILES", False)  # fitted with each population user's profile columns
 
+    relation = names.generator_model(dataset, spec.name)
+
     @asset(
-        key=[dataset, f"{spec.name}_model"],
-        deps=[AssetKey([dataset, name]) for name in ("events", "user_split", *(["profiles"] if profiled else []))],
+        key=relation.key,
+        deps=[names.sql_model(dataset, "events").key, names.user_split(dataset).key,
+              *([names.profiles(dataset).key] if profiled else [])],
         group_name=SYNTHETIC_GROUP,
         description=f"Generator `{spec.name}` fitted on the population users. {spec.description}",
         code_version=generator_code_version(spec),
+        metadata=schema_entry(f"{spec.kind}_model"),
         kinds={"duckdb", "python"},
     )
     def fitted(warehouse: Warehouse) -> MaterializeResult:
         profile_columns = "".join(f", p.{a}" for a in PROFILE_ATTRIBUTES) if profiled else ""
-        profile_join = f'JOIN "{dataset}".profiles p USING (user_id) ' if profiled else ""
+        profile_join = f"JOIN {names.profiles(dataset).sql} p USING (user_id) " if profiled else ""
         population = warehouse.query(
-            f'SELECT e.*{profile_columns} FROM "{dataset}".events e JOIN "{dataset}".user_split s USING (user_id) '
+            f"SELECT e.*{profile_columns} FROM {names.sql_model(dataset, 'events').sql} e "
+            f"JOIN {names.user_split(dataset).sql} s USING (user_id) "
             f"{profile_join}WHERE s.role = 'population' ORDER BY user_id, ts"
         )
         started = time.perf_counter()
         table = kind.fit(population, spec.params, project.slot_minutes, spec.seed)
         fit_seconds = time.perf_counter() - started
-        warehouse.replace_table(dataset, f"{spec.name}_model", table)
+        warehouse.replace_table(dataset, relation.name, table)
         described = kind.model_metadata(kind.from_table(table)) if hasattr(kind, "model_metadata") else {}
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(table)),
@@ -87,7 +93,7 @@ def peak_rss_mb() -> float:
 
 
 def generation_context(project: Project, dataset: str, warehouse: Warehouse) -> GenerationContext:
-    pairs = warehouse.query(f'SELECT location, intent FROM "{dataset}".vocabulary ORDER BY location, intent')
+    pairs = warehouse.query(f"SELECT location, intent FROM {names.sql_model(dataset, 'vocabulary').sql} ORDER BY location, intent")
     intents_by_location = {location: tuple(group["intent"]) for location, group in pairs.groupby("location")}
     return GenerationContext(
         dataset=dataset,
@@ -131,43 +137,46 @@ def accounting(log: pd.DataFrame, prices: dict) -> dict:
 
 def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
     kind = generator_kind(spec.kind)
-    table_name = f"synthetic_{spec.name}"
+    table, table_log, table_failures = (names.synthetic(dataset, spec.name), names.synthetic_log(dataset, spec.name),
+                                        names.synthetic_failures(dataset, spec.name))
     schema = table_schema(catalog, "synthetic_events")
     log_schema = table_schema(catalog, "generation_log")
     failures_schema = table_schema(catalog, "generation_failures")
-    deps = [AssetDep(AssetKey([dataset, "weekly_segments"]),  # its data version covers the user's profile too
+    deps = [AssetDep(names.weekly_segments(dataset).key,  # its data version covers the user's profile too
                      partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER))]
     inputs = synthetic_inputs(dataset, spec)
     deps += [AssetDep(key) for key in inputs]
-    code_version = generator_code_version(spec)
+    version = generator_code_version(spec)
 
     @asset(
-        key=[dataset, table_name],
+        key=table.key,
         deps=deps,
         partitions_def=user_weeks(dataset),
         backfill_policy=BackfillPolicy.single_run(),
         group_name=SYNTHETIC_GROUP,
         description=f"Synthetic events from generator `{spec.name}` ({spec.kind}); partition (user, week) "
         f"is the week generated from that user's real week. Per user-week accounting in "
-        f"`{dataset}.{table_name}_log`, every failed generation in `{dataset}.{table_name}_failures`. "
+        f"`{table_log.schema}.{table_log.name}`, every failed generation in `{table_failures.schema}.{table_failures.name}`. "
         f"{spec.description}",
-        code_version=code_version,
+        code_version=version,
+        metadata=schema_entry("synthetic_events"),
         kinds={"duckdb", "python"},
     )
     def synthetic(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         keys = [user_weeks(dataset).get_partition_key_from_str(key).keys_by_dimension for key in context.partition_keys]
         requested = [(key[USER], key[WEEK]) for key in keys]
-        model = kind.from_table(warehouse.query(f'SELECT * FROM "{dataset}"."{spec.name}_model"')) if spec.needs_fit else None
+        model = kind.from_table(warehouse.query(f"SELECT * FROM {names.generator_model(dataset, spec.name).sql}")) \
+            if spec.needs_fit else None
         users = sorted({user for user, _ in requested})
-        prefix = input_version_prefix(context.instance, code_version, inputs)
+        prefix = input_version_prefix(context.instance, version, inputs)
         segment_versions = dict(warehouse.query(
-            f'SELECT user_id, version FROM "{dataset}".weekly_segments_versions WHERE list_contains(?, user_id)', [users]
+            f"SELECT user_id, version FROM {names.weekly_segments_versions(dataset).sql} WHERE list_contains(?, user_id)", [users]
         ).itertuples(index=False))
         histories = dict(tuple(warehouse.query(
-            f'SELECT * FROM "{dataset}".weekly_segments WHERE list_contains(?, user_id) ORDER BY user_id, ts', [users]
+            f"SELECT * FROM {names.weekly_segments(dataset).sql} WHERE list_contains(?, user_id) ORDER BY user_id, ts", [users]
         ).groupby("user_id")))
         profiles = warehouse.query(
-            f'SELECT * FROM "{dataset}".profiles WHERE list_contains(?, user_id)', [users]
+            f"SELECT * FROM {names.profiles(dataset).sql} WHERE list_contains(?, user_id)", [users]
         ).set_index("user_id")[PROFILE_ATTRIBUTES].to_dict("index")
         visible = {user: visible_weeks(segments) for user, segments in histories.items()}
         tasks = [
@@ -196,8 +205,8 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         log = validate(log_schema, log)
         failures = validate(failures_schema, log[log["status"] == "failed"].assign(run_id=context.run.run_id))
         partitions = pd.DataFrame(requested, columns=["user_id", "week"])
-        warehouse.replace_partitions(dataset, {table_name: generated, f"{table_name}_log": log}, partitions,
-                                     appended={f"{table_name}_failures": failures})
+        warehouse.replace_partitions(dataset, {table.name: generated, table_log.name: log}, partitions,
+                                     appended={table_failures.name: failures})
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(generated)),
             metadata={
@@ -217,8 +226,8 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
 
 def synthetic_inputs(dataset: str, spec: GeneratorSpec) -> list[AssetKey]:
     """The unpartitioned assets a synthetic table is generated from, besides the users' segments."""
-    inputs = [AssetKey([dataset, "vocabulary"])] if generator_kind(spec.kind).NEEDS_VOCABULARY else []
-    return inputs + ([AssetKey([dataset, f"{spec.name}_model"])] if spec.needs_fit else [])
+    inputs = [names.sql_model(dataset, "vocabulary").key] if generator_kind(spec.kind).NEEDS_VOCABULARY else []
+    return inputs + ([names.generator_model(dataset, spec.name).key] if spec.needs_fit else [])
 
 
 def generator_assets(project: Project, catalog: Catalog, dataset: str, spec: GeneratorSpec) -> list[AssetsDefinition]:

@@ -13,16 +13,17 @@ individual users in the project's scope (bgen_assets/experiments.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from dagster import AssetDep, AssetKey, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
-from bgen_assets import results
+from bgen_assets import names, results
 from bgen_assets.catalog import Catalog
+from bgen_assets.checks import schema_entry
+from bgen_assets.code_versions import code_version
 from bgen_assets.config import Project
 from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.experiments import (
@@ -50,7 +51,8 @@ class ExperimentData:
     def __init__(self, project: Project, dataset: str, spec: ExperimentSpec, warehouse: Warehouse):
         from bgen_assets.predictors import metrics
 
-        self.splits = warehouse.query(f'SELECT * FROM "{dataset}".event_splits ORDER BY user_id, ts')
+        splits = names.sql_model(dataset, "event_splits")
+        self.splits = warehouse.query(f"SELECT * FROM {splits.sql} ORDER BY user_id, ts")
         self.intents = sorted(self.splits["intent"].unique())
         chosen = project.selection(dataset).users
         individual = self.splits[self.splits["role"] == "individual"]
@@ -60,7 +62,7 @@ class ExperimentData:
         self.population = self.splits[self.splits["part"] == "pretrain"]
         anchors = metrics.anchor_intents(self.population["intent"].value_counts(), spec.anchor_share)
         self.scorer = Scorer(individual, anchors)
-        self.lineage = {f"{dataset}/event_splits": table_fingerprint(warehouse, dataset, "event_splits")[1]}
+        self.lineage = {splits.key.to_user_string(): table_fingerprint(warehouse, splits.schema, splits.name)[1]}
 
 
 def model_directory(project: Project, dataset: str, spec: ExperimentSpec) -> Path:
@@ -135,10 +137,10 @@ def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: in
     return predictor, rows.assign(users_with_data=users_with_synthetic, mlflow_run_id=run.run_id)
 
 
-def scores_result(warehouse: Warehouse, schema, dataset: str, table: str, rows: list[pd.DataFrame],
+def scores_result(warehouse: Warehouse, schema, relation: names.Relation, rows: list[pd.DataFrame],
                   run: TrainingRun, extra: dict) -> MaterializeResult:
     scores = validate(schema, pd.concat(rows, ignore_index=True)[list(schema.columns)])
-    warehouse.replace_table(dataset, table, scores)
+    warehouse.replace_table(relation.schema, relation.name, scores)
     pooled = scores[scores["user_id"] == "all"].set_index("scenario")
     return MaterializeResult(
         data_version=DataVersion(frame_fingerprint(scores)),
@@ -150,21 +152,23 @@ def scores_result(warehouse: Warehouse, schema, dataset: str, table: str, rows: 
 
 def scores_code_version(spec: ExperimentSpec, project: Project, schema) -> str:
     """The declaration, the scope and the score table's columns: a table of an older layout is rebuilt."""
-    return spec.model_dump_json() + project.scope + ",".join(schema.columns)
+    return code_version(spec.model_dump_json(), project.scope, ",".join(schema.columns))
 
 
 def real_asset(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec) -> AssetsDefinition:
     schema = table_schema(catalog, "predictor_scores")
     pretrain_config, finetune_config = spec.configs(project.scope)
     scope = spec.scoped(project.scope)
+    relation = names.experiment_real(dataset, spec.name)
 
     @asset(
-        key=[dataset, f"{spec.name}_real"],
-        deps=[AssetKey([dataset, "event_splits"])],
+        key=relation.key,
+        deps=[names.sql_model(dataset, "event_splits").key],
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` ({spec.backbone}, individual stage {spec.individual_stage}) on real "
         f"data only: the population model, and per-user fine-tunes on real and on limited real events. {spec.description}",
         code_version=scores_code_version(spec, project, schema),
+        metadata=schema_entry("predictor_scores"),
         kinds={"pytorch", "mlflow"},
     )
     def real(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
@@ -176,7 +180,7 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
             finetuned, _ = per_user_scores(spec, data, finetune_config, population, "finetune", "real", None, run)
             limited, limited_models = per_user_scores(spec, data, finetune_config, population, "limited", "real", None, run)
         save_real_models(population, limited_models, model_directory(project, dataset, spec))
-        return scores_result(warehouse, schema, dataset, f"{spec.name}_real", [pretrained, finetuned, limited], run,
+        return scores_result(warehouse, schema, relation, [pretrained, finetuned, limited], run,
                              {"pretrain_epochs": len(population.history)})
 
     return real
@@ -187,25 +191,27 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
     schema = table_schema(catalog, "predictor_scores")
     pretrain_config, finetune_config = spec.configs(project.scope)
     scope = spec.scoped(project.scope)
-    training_set = AssetKey([dataset, f"training_set_{generator}"])
+    training_set = names.training_set(dataset, generator)
+    relation = names.experiment_with(dataset, spec.name, generator)
 
     @asset(
-        key=[dataset, f"{spec.name}_with_{generator}"],
-        deps=[AssetDep(AssetKey([dataset, f"{spec.name}_real"])), AssetDep(training_set)],
+        key=relation.key,
+        deps=[AssetDep(names.experiment_real(dataset, spec.name).key), AssetDep(training_set.key)],
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` with generator `{generator}`: pretraining augmentation, fine-tuning "
         "replacement and fine-tuning augmentation, from its privacy-gated training set.",
         code_version=scores_code_version(spec, project, schema),
+        metadata=schema_entry("predictor_scores"),
         kinds={"pytorch", "mlflow"},
     )
     def with_generator(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
         passed, reason = gate_verdict(warehouse, dataset, generator)
         if not passed:
-            raise RuntimeError(f"{dataset}/synthetic_{generator} may not be trained on: {reason}")
+            raise RuntimeError(f"{names.synthetic(dataset, generator).key.to_user_string()} may not be trained on: {reason}")
         data = ExperimentData(project, dataset, spec, warehouse)
-        synthetic = warehouse.query(f'SELECT * FROM "{dataset}"."training_set_{generator}" ORDER BY user_id, ts')
-        lineage = {**data.lineage, training_set.to_user_string():
-                   table_fingerprint(warehouse, dataset, f"training_set_{generator}")[1]}
+        synthetic = warehouse.query(f"SELECT * FROM {training_set.sql} ORDER BY user_id, ts")
+        lineage = {**data.lineage, training_set.key.to_user_string():
+                   table_fingerprint(warehouse, training_set.schema, training_set.name)[1]}
         population, limited_models = load_real_models(model_directory(project, dataset, spec))
         with tracking.training_run(dataset, f"{spec.name}: pretrain on real + {generator}", config=pretrain_config,
                                    params={"experiment": spec.name, "generator": generator,
@@ -215,7 +221,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
             replaced, _ = per_user_scores(spec, data, finetune_config, population, "replacement", generator, synthetic, run)
             augmentation, _ = per_user_scores(spec, data, finetune_config, population, "augmentation", generator,
                                               synthetic, run, fallback=limited_models)
-        return scores_result(warehouse, schema, dataset, f"{spec.name}_with_{generator}", [augmented, replaced, augmentation],
+        return scores_result(warehouse, schema, relation, [augmented, replaced, augmentation],
                              run, {"synthetic_events": len(synthetic)})
 
     return with_generator
@@ -227,27 +233,29 @@ def experiment_assets(project: Project, catalog: Catalog, dataset: str, spec: Ex
 
 
 def utility_results_asset(project: Project, catalog: Catalog, dataset: str, specs: list[ExperimentSpec]) -> AssetsDefinition:
-    score_tables = [f"{spec.name}_real" for spec in specs] + [
-        f"{spec.name}_with_{generator}" for spec in specs for generator in spec.generators]
+    score_tables = [names.experiment_real(dataset, spec.name) for spec in specs] + [
+        names.experiment_with(dataset, spec.name, generator) for spec in specs for generator in spec.generators]
+    relation = names.utility_results(dataset)
 
     @asset(
-        key=[dataset, "utility_results"],
-        deps=[AssetKey([dataset, table]) for table in score_tables],
+        key=relation.key,
+        deps=[table.key for table in score_tables],
         group_name=TRAINING_GROUP,
         description="The paper's Tables 1-3 (pretraining augmentation, fine-tuning replacement, fine-tuning "
         "augmentation) over every experiment built so far, as Markdown metadata and CSV files under "
         "STATE/reports/DS/; the table holds all pooled and per-user scores.",
-        code_version=hashlib.sha256(Path(results.__file__).read_bytes()).hexdigest()[:12],  # the tables' code
+        code_version=code_version(results),  # the tables' code
+        metadata=schema_entry("predictor_scores"),
         kinds={"duckdb", "python"},
     )
     def utility_results(warehouse: Warehouse) -> MaterializeResult:
-        built = [table for table in score_tables if table_exists(warehouse, dataset, table)]
-        scores = pd.concat([warehouse.query(f'SELECT * FROM "{dataset}"."{table}"') for table in built],
+        built = [table for table in score_tables if table_exists(warehouse, table.schema, table.name)]
+        scores = pd.concat([warehouse.query(f"SELECT * FROM {table.sql}") for table in built],
                            ignore_index=True) if built else pd.DataFrame(columns=list(table_schema(catalog, "predictor_scores").columns))
-        warehouse.replace_table(dataset, "utility_results", scores)
+        warehouse.replace_table(relation.schema, relation.name, scores)
         folder = project.home / "reports" / dataset
         folder.mkdir(parents=True, exist_ok=True)
-        metadata = {"dagster/row_count": len(scores), "experiments_built": built}
+        metadata = {"dagster/row_count": len(scores), "experiments_built": [table.name for table in built]}
         for name, table in utility_tables(scores).items():
             table.to_csv(folder / f"{name}.csv", index=False)
             metadata[name] = MetadataValue.md(f"### {TABLES[name]}\n\n{markdown(table)}")

@@ -3,12 +3,12 @@ user-partitioned weekly segments that every synthetic partition is generated fro
 
 
 import hashlib
+from functools import cache
 
 import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     DataVersion,
@@ -16,6 +16,9 @@ from dagster import (
     asset,
 )
 
+from bgen_assets import names, profile_inference
+from bgen_assets.checks import schema_entry
+from bgen_assets.code_versions import code_version
 from bgen_assets.config import Project
 from bgen_assets.domain import PROFILE_ATTRIBUTES
 from bgen_assets.partitions import users
@@ -36,18 +39,21 @@ def split_users(user_ids: list[str], population_share: float, seed: int, dataset
 
 
 def user_split_asset(project: Project, dataset: str) -> AssetsDefinition:
+    table = names.user_split(dataset)
+
     @asset(
-        key=[dataset, "user_split"],
-        deps=[AssetKey([dataset, "events"])],
+        key=table.key,
+        deps=[names.sql_model(dataset, "events").key],
         group_name=USERS_GROUP,
         description=f"Population vs individual users ({project.split.population_share:.0%} population, seed {project.split.seed}).",
-        code_version="1",
+        code_version=code_version(split_users, user_split_asset),
+        metadata=schema_entry(table.name),
         kinds={"duckdb"},
     )
     def user_split(warehouse: Warehouse) -> MaterializeResult:
-        user_ids = warehouse.query(f'SELECT DISTINCT user_id FROM "{dataset}".events')["user_id"].tolist()
+        user_ids = warehouse.query(f"SELECT DISTINCT user_id FROM {names.sql_model(dataset, 'events').sql}")["user_id"].tolist()
         split = split_users(user_ids, project.split.population_share, project.split.seed, dataset)
-        warehouse.replace_table(dataset, "user_split", split)
+        warehouse.replace_table(dataset, table.name, split)
         counts = split["role"].value_counts()
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(split)),
@@ -100,24 +106,26 @@ def llm_profiles(project: Project, dataset: str, warehouse: Warehouse, table: pd
 def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
     profile_source = project.datasets[dataset].profile_source
     by_llm = project.datasets[dataset].profile_inference.method == "llm"
-    deps = [AssetKey([dataset, "inferred_profiles"])]
+    relation = names.profiles(dataset)
+    deps = [names.sql_model(dataset, "inferred_profiles").key]
     if by_llm:
-        deps += [AssetKey([dataset, "events"]), AssetKey(["seeds", "profile_values"])]
+        deps += [names.sql_model(dataset, "events").key, names.seed("profile_values").key]
     inferred = "inferred by an LLM from a behaviour summary (rules where its answer is invalid)" if by_llm \
         else "inferred from behaviour by the rules in models/dataset/inferred_profiles.sql"
 
     @asset(
-        key=[dataset, "profiles"],
+        key=relation.key,
         deps=deps,
         group_name=USERS_GROUP,
         description="Profiles with the paper's five attributes: "
         + (f"from the profile file `{project.datasets[dataset].sources[profile_source].file}`, "
            f"{inferred} where it is silent." if profile_source else f"{inferred} (no profile file declared)."),
-        code_version="2-llm" if by_llm else "2",
+        code_version=code_version(profiles_asset, apply_profile_file, *([llm_profiles, profile_inference] if by_llm else [])),
+        metadata=schema_entry(relation.name),
         kinds={"duckdb"},
     )
     def profiles(warehouse: Warehouse) -> MaterializeResult:
-        table = warehouse.query(f'SELECT * FROM "{dataset}".inferred_profiles ORDER BY user_id')
+        table = warehouse.query(f"SELECT * FROM {names.sql_model(dataset, 'inferred_profiles').sql} ORDER BY user_id")
         accounting = {}
         if by_llm:
             table, accounting = llm_profiles(project, dataset, warehouse, table)
@@ -125,7 +133,7 @@ def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
             source = project.datasets[dataset].sources[profile_source]
             path = locate(source, project)
             table = apply_profile_file(table, path, load_lookup(path, source), source)
-        warehouse.replace_table(dataset, "profiles", table)
+        warehouse.replace_table(dataset, relation.name, table)
         sources = {a: table[f"{a}_source"].value_counts().to_dict() for a in PROFILE_ATTRIBUTES}
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(table)),
@@ -135,14 +143,11 @@ def profiles_asset(project: Project, dataset: str) -> AssetsDefinition:
     return profiles
 
 
-SEGMENTS_CODE_VERSION = "3"
-
-
 def segment_rows_sql(dataset: str) -> str:
     """Every user's events with their calendar week, week number and experiment part."""
     return f"""SELECT user_id, week, (dense_rank() OVER (PARTITION BY user_id ORDER BY week) - 1)::BIGINT AS week_index,
                       ts, weekday::BIGINT AS weekday, time_slot::BIGINT AS time_slot, location, intent, part
-               FROM "{dataset}".event_splits"""
+               FROM {names.sql_model(dataset, 'event_splits').sql}"""
 
 
 def segment_versions_sql(dataset: str) -> str:
@@ -152,22 +157,30 @@ def segment_versions_sql(dataset: str) -> str:
                hashed AS (SELECT user_id, md5(string_agg(concat_ws(chr(31), week, week_index, ts, weekday, time_slot,
                                  location, intent, part), chr(30) ORDER BY ts, location)) AS events_hash
                           FROM rows GROUP BY user_id)
-               SELECT h.user_id, md5(concat_ws('|', '{SEGMENTS_CODE_VERSION}', h.events_hash, md5(p::VARCHAR))) AS version
-               FROM hashed h LEFT JOIN "{dataset}".profiles p USING (user_id)"""
+               SELECT h.user_id, md5(concat_ws('|', '{segments_code_version()}', h.events_hash, md5(p::VARCHAR))) AS version
+               FROM hashed h LEFT JOIN {names.profiles(dataset).sql} p USING (user_id)"""
+
+
+@cache
+def segments_code_version() -> str:
+    return code_version(segment_rows_sql, segment_versions_sql, weekly_segments_asset)
 
 
 def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
+    relation = names.weekly_segments(dataset)
+
     @asset(
-        key=[dataset, "weekly_segments"],
-        deps=[AssetKey([dataset, name]) for name in ("event_splits", "profiles")],
+        key=relation.key,
+        deps=[names.sql_model(dataset, "event_splits").key, names.profiles(dataset).key],
         partitions_def=users(dataset),
         backfill_policy=BackfillPolicy.single_run(),
         group_name=USERS_GROUP,
         description="Users' events labelled with their calendar week (the generation unit) and their "
         "experiment part, one partition per user. Each user's version (a hash of the user's events, parts "
-        f"and profile) is kept in `{dataset}.weekly_segments_versions`, so a change to one user makes only "
+        f"and profile) is kept in `{dataset}.{names.weekly_segments_versions(dataset).name}`, so a change to one user makes only "
         "that user's synthetic partitions stale.",
-        code_version=SEGMENTS_CODE_VERSION,
+        code_version=segments_code_version(),
+        metadata=schema_entry(relation.name),
         kinds={"duckdb"},
     )
     def weekly_segments(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:

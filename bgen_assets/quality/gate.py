@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from bgen_assets import names
 from bgen_assets.config import PrivacyGate
 from bgen_assets.warehouse import Warehouse, table_exists, table_fingerprint
 
@@ -31,22 +32,23 @@ def judge(summary: dict, gate: PrivacyGate) -> tuple[bool, str]:
 
 def synthetic_fingerprint(warehouse: Warehouse, dataset: str, generator: str) -> str:
     """Row count and content hash of `DS.synthetic_NAME` ('0:0' if absent)."""
-    table = f"synthetic_{generator}"
-    if not table_exists(warehouse, dataset, table):
+    table = names.synthetic(dataset, generator)
+    if not table_exists(warehouse, table.schema, table.name):
         return "0:0"
-    return "{}:{}".format(*table_fingerprint(warehouse, dataset, table))
+    return "{}:{}".format(*table_fingerprint(warehouse, table.schema, table.name))
 
 
 def gate_verdict(warehouse: Warehouse, dataset: str, generator: str) -> tuple[bool, str]:
     """Whether `DS/synthetic_NAME` may be used for training: its stored privacy verdict, provided
     the evaluation exists and was made on the table's current content."""
-    table = f"privacy_{generator}"
-    if not table_exists(warehouse, dataset, table):
-        return False, f"{dataset}/synthetic_{generator} has no privacy evaluation: materialise {dataset}/{table}"
-    row = warehouse.query(f"""SELECT gate_passed, gate_reason, synthetic_fingerprint FROM "{dataset}"."{table}" WHERE level = 'all'""")
+    privacy, synthetic = names.privacy(dataset, generator), names.synthetic(dataset, generator)
+    evaluation, table = privacy.key.to_user_string(), synthetic.key.to_user_string()
+    if not table_exists(warehouse, privacy.schema, privacy.name):
+        return False, f"{table} has no privacy evaluation: materialise {evaluation}"
+    row = warehouse.query(f"SELECT gate_passed, gate_reason, synthetic_fingerprint FROM {privacy.sql} WHERE level = 'all'")
     if row.empty:
-        return False, f"{dataset}/{table} holds no summary row"
+        return False, f"{evaluation} holds no summary row"
     if row["synthetic_fingerprint"].iloc[0] != synthetic_fingerprint(warehouse, dataset, generator):
-        return False, (f"{dataset}/{table} is out of date: {dataset}/synthetic_{generator} changed since it was "
-                       f"evaluated; materialise {dataset}/{table} again")
+        return False, (f"{evaluation} is out of date: {table} changed since it was "
+                       f"evaluated; materialise {evaluation} again")
     return bool(row["gate_passed"].iloc[0]), str(row["gate_reason"].iloc[0])
