@@ -29,6 +29,7 @@ from bgen_assets.assets.training import TRAINING_GROUP
 from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import PROJECT_ROOT, Project
+from bgen_assets.dagster_adapter import stale_or_missing
 from bgen_assets.partitions import users, weeks
 from bgen_assets.staleness import (PART_VISIBLE_TO_GENERATORS, input_version_prefix, partition_blocks, stale_users,
                                   user_week_status)
@@ -323,13 +324,7 @@ class Runner:
 
     def stale_or_missing(self, key: AssetKey) -> bool:
         """Whether an unpartitioned asset is missing or stale (a handful of them per command)."""
-        from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-        from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-        from dagster._time import get_current_datetime
-
-        view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-                              instance=self.instance, asset_graph=self.graph)
-        return CachingStaleStatusResolver(self.instance, self.graph, view).get_status(key, None) != StaleStatus.FRESH
+        return stale_or_missing(self.instance, self.graph, key)
 
     def user_weeks(self, dataset: str, user: str) -> list[str]:
         return self.warehouse.query(

@@ -1,6 +1,10 @@
-"""Dagster's SQLite event log with kept connections and a write-ahead log.
+"""The one module that uses Dagster's internals (`dagster._...`), each use pinned by
+tests/test_dagster_adapter.py so that a Dagster release that changes them fails there first.
 
-Dagster's own `SqliteEventLogStorage` opens a new engine and connection for every event and
+Staleness: `stale_or_missing` asks Dagster's own stale-status resolver (what the UI shows),
+which has no public API.
+
+The event log: Dagster's own `SqliteEventLogStorage` opens a new engine and connection for every event and
 commits it with a full journal sync, about 17 ms an event here: a run over thousands of
 (user, week) partitions spent more time recording its materializations than generating them.
 This subclass keeps one engine per database file (a few, least recently used first out) and
@@ -14,7 +18,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
+from dagster import AssetKey, DagsterInstance
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection
@@ -68,3 +76,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             engine.dispose()
         self._engines.clear()
         super().dispose()
+
+
+def stale_or_missing(instance: DagsterInstance, asset_graph, key: AssetKey) -> bool:
+    """Whether an unpartitioned asset is missing or stale (its code version, or an input's data
+    version, differs from what its last materialization recorded), as the UI shows it."""
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc), last_event_id=None),
+                          instance=instance, asset_graph=asset_graph)
+    return CachingStaleStatusResolver(instance, asset_graph, view).get_status(key, None) != StaleStatus.FRESH
