@@ -4,7 +4,7 @@ With a server that takes `latency_s` to answer each request and `concurrency` re
 flight, an ideal client completes `concurrency / latency_s` requests a second; `efficiency` is
 the fraction of that the backend reaches (client + SDK + event-loop overhead shows up as < 1).
 
-    python -m bgen_assets.bench_llm_client --concurrency 32 --latency 0.2 --requests 640
+    python -m bgen_assets.bench.llm_client --concurrency 32 --latency 0.2 --requests 640
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ event's weekday and time slot (the paper's next-intent task); RecBole's sees the
 
 RecBole does not run with numpy 2: it gets its own virtual environment under
 STATE/bench/recbole-venv, made on first use (torch==2.13.0 first, then recbole and its pins).
-This file is also its entry point there: `python bench_recbole.py DATA_DIR EPOCHS OUT.json`
+This file is also its entry point there: `python recbole_parity.py DATA_DIR EPOCHS OUT.json`
 trains RecBole's BERT4Rec (the RecBole-side code below imports only recbole and the stdlib).
 """
 

@@ -6,7 +6,7 @@ divergence (base 2, squared distance) of the generated weeks against those real 
 Two scales on the Tokyo population users: `subset`, the first population users (in a seeded order)
 holding about `SUBSET_WEEKS` user-weeks, where SDV PAR finishes; and `full`, all of them (SDV PAR
 left out: its cost grows with about the square of the number of sequences). Each generator runs in
-its own process (`python -m bgen_assets.bench_generators NAME SCALE`), so its peak RSS is its own.
+its own process (`python -m bgen_assets.bench.generator_fits NAME SCALE`), so its peak RSS is its own.
 The generators are called through their kind functions (fit, from_table, generate_weeks), not Dagster.
 """
 
@@ -103,7 +103,7 @@ def generator_benchmark(runner=None) -> dict:
         for name in names:
             if scale == "full" and next(s.kind for s in load_generator_specs() if s.name == name) in FULL_SCALE_SKIPPED:
                 continue
-            run = subprocess.run([sys.executable, "-m", "bgen_assets.bench_generators", name, scale],
+            run = subprocess.run([sys.executable, "-m", "bgen_assets.bench.generator_fits", name, scale],
                                  capture_output=True, text=True, check=False)
             figures.setdefault(scale, {})[name] = json.loads(run.stdout.strip().splitlines()[-1]) if run.returncode == 0 \
                 else {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"}
