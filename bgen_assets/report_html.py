@@ -17,7 +17,7 @@ import jinja2
 import pandas as pd
 
 from bgen_assets.config import Project
-from bgen_assets.generators import GeneratorSpec, generator_kind
+from bgen_assets.generators import GeneratorSpec
 from bgen_assets.results import NOTE_ONE_INTENT, NOTES, TABLE_METRICS, TABLES, formatted, utility_tables
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
@@ -43,11 +43,10 @@ COST_COLUMNS = ["user_weeks", "failed_weeks", "requests", "llm_calls", "cache_hi
 
 def model_used(spec: GeneratorSpec) -> str:
     """What generates a declaration's data, in words (the LLM and backend for prompt-based kinds)."""
-    if spec.kind != "llm":
-        return f"{spec.kind} (bgen_assets/generators/{generator_kind(spec.kind).__name__.rsplit('.', 1)[-1]}.py)"
-    backend = spec.params.get("backend", {})
-    return f"LLM {backend.get('model')} via {backend.get('kind')}" + (
-        f" at {backend['base_url']}" if backend.get("base_url") else "")
+    if spec.kind != "behaviorgen":
+        return f"{spec.kind} (bgen_assets/generators/{spec.kind}.py)"
+    backend = spec.settings.backend_config
+    return f"LLM {backend.model} via {backend.kind}" + (f" at {backend.base_url}" if backend.base_url else "")
 
 
 def generation_costs(logs: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import pytest
 from bgen_assets.assets.synthetic import stable_seed
 from bgen_assets.generators import GenerationContext, WeekTask, load_generator_specs
 from bgen_assets.generators import behavior_gpt
+from bgen_assets.generators.behavior_gpt import BehaviorGPTConfig
 from conftest import generated_weeks
 
 USER = "1004"
@@ -54,14 +55,14 @@ def test_direct_generation_under_the_same_seeds_gives_the_stored_rows(built, mat
     tasks = [WeekTask(USER, week, history[history["week"] <= week], profile, stable_seed(spec.seed, "tokyo", USER, week))
              for week in weeks]
     context = GenerationContext("tokyo", "", 30, None, built.project.home, built.project.model_cache)
-    again = pd.concat([r.events.assign(week=t.week) for t, r in zip(tasks, behavior_gpt.generate_weeks(fitted, tasks, spec, context))])
+    again = pd.concat([r.events.assign(week=t.week) for t, r in zip(tasks, behavior_gpt.generate_weeks(fitted, tasks, context.slot_minutes))])
     columns = ["week", "ts", "weekday", "time_slot", "location", "intent"]
     pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), generated[columns].reset_index(drop=True),
                                   check_dtype=False)
 
 
 def test_tiny_training_is_reproducible(population):
-    first, second = (behavior_gpt.fit(population, TINY, 30, 0) for _ in range(2))
+    first, second = (behavior_gpt.fit(population, BehaviorGPTConfig(**TINY), 30, 0) for _ in range(2))
     pd.testing.assert_frame_equal(first, second)
     fitted = behavior_gpt.from_table(first)
     metadata = behavior_gpt.model_metadata(fitted)
@@ -69,13 +70,13 @@ def test_tiny_training_is_reproducible(population):
     tokens = set(fitted.vocabulary.tokens)
     assert {f"loc:{loc}" for loc in population["location"]} <= tokens
     assert {f"occupation={v}" for v in population["occupation"]} <= tokens
-    other = behavior_gpt.fit(population, TINY, 30, 1)
+    other = behavior_gpt.fit(population, BehaviorGPTConfig(**TINY), 30, 1)
     assert not other["payload"].equals(first["payload"])
 
 
 def test_unknown_params_are_refused():
     with pytest.raises(ValueError):
-        behavior_gpt.validate_params({"layers": 2})
+        behavior_gpt.KIND.validate({"layers": 2})
 
 
 def test_a_ubiqlog_user_is_generated_with_a_model_fitted_on_ubiqlog(built):

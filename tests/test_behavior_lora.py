@@ -45,12 +45,12 @@ def test_the_declaration_builds_nothing_by_default_and_needs_cuda_to_fit(populat
                for scope in project.scopes for dataset in project.datasets)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-            behavior_lora.fit(population, spec.params, 30, 0)
+            behavior_lora.fit(population, spec.settings, 0, load_project().model_cache)
 
 
 def test_tiny_cpu_smoke_fit_stores_a_reloadable_adapter(population):
     """Fit only: CPU generation with the 135M model takes minutes on a busy 2-core machine."""
-    table = behavior_lora.fit(population, TINY, 30, 0)
+    table = behavior_lora.fit(population, behavior_lora.BehaviorLoRAConfig(**TINY), 0, load_project().model_cache)
     assert list(table.columns) == ["payload", "settings"] and len(table) == 1
     fitted = behavior_lora.from_table(table)
     metadata = behavior_lora.model_metadata(fitted)
@@ -62,13 +62,12 @@ def test_tiny_cpu_smoke_fit_stores_a_reloadable_adapter(population):
 def test_gpu_fine_tuning_lowers_the_loss_and_passes_at_first_attempt(population, tmp_path_factory):
     spec = next(s for s in load_generator_specs() if s.name == "behavior_lora")
     params = {**spec.params, "epochs": 3}
-    fitted = behavior_lora.from_table(behavior_lora.fit(population, params, 30, 0))
+    fitted = behavior_lora.from_table(behavior_lora.fit(population, behavior_lora.BehaviorLoRAConfig(**params), 0, load_project().model_cache))
     losses = fitted.settings["epoch_losses"]
     assert fitted.settings["device"] == "cuda" and losses[-1] < losses[0]
     tasks = tasks_of(population, "1172", 4, spec.seed)
-    spec = spec.model_copy(update={"params": params})
     context = context_of(population, tmp_path_factory)
-    results, again = (behavior_lora.generate_weeks(fitted, tasks, spec, context) for _ in range(2))
+    results, again = (behavior_lora.generate_weeks(fitted, tasks, context) for _ in range(2))
     assert sum(r.log["pass_at_1"] for r in results) >= 3
     for result, repeat in zip(results, again):
         pd.testing.assert_frame_equal(result.events, repeat.events)

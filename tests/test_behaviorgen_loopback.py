@@ -22,7 +22,7 @@ USERS = ["1004", "638"]
 
 def declare(models, base_url, name="bg_loopback", **params):
     spec = {
-        "kind": "llm", "seed": 3,
+        "kind": "behaviorgen", "seed": 3,
         "params": {"backend": {"kind": "openai", "base_url": base_url, "model": "loopback",
                                "api_key_env": "BGEN_TEST_API_KEY", "concurrency": 4, "timeout_s": 1.0,
                                "max_retries": 4},

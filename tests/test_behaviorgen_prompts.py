@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from bgen_assets.generators import WeekTask, load_generator_specs
-from bgen_assets.generators.behaviorgen import build_messages, conditioning_events, conversations_for, validate_params
+from bgen_assets.generators.behaviorgen import BehaviorGenParams, build_messages, conditioning_events, conversations_for
 from bgen_assets.llm import EventVocabulary
 from bgen_assets.llm.event_format import parse_weeks
 
@@ -28,7 +28,7 @@ class Context:
 
 
 def messages_for(history, **prompt):
-    params = validate_params({"prompt": prompt})
+    params = BehaviorGenParams.model_validate({"prompt": prompt})
     task = WeekTask("u1", "2019-01-07", history, {"gender": "female", "education": "unknown"}, [1])
     return build_messages(task, params, Context(), history[history.week == "2019-01-07"], 3)
 
@@ -58,7 +58,7 @@ def test_conditioning_windows_end_with_the_real_week(history, window, expected):
 
 def test_no_segment_makes_one_conversation_per_user(history):
     spec = next(s for s in load_generator_specs() if s.name == "behaviorgen_no_segment")
-    params = validate_params(spec.params)
+    params = spec.settings
     tasks = [WeekTask("u1", week, history[history.week <= week], {}, [i]) for i, week in enumerate(["2019-01-07", "2018-12-31"])]
     (conversation,) = conversations_for(tasks, params, Context())
     assert conversation.tasks == [1, 0]  # week order

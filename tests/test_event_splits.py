@@ -52,12 +52,12 @@ def test_the_synthetic_asset_gives_a_generator_only_the_history_up_to_its_week(b
     week = sorted(segments.week.unique())[1]  # later weeks exist, train and valid/test
     given = []
 
-    def recording(model, tasks, spec, context):
+    def recording(kind, model, tasks, params, context):
         given.extend(tasks)
-        return generate_weeks(model, tasks, spec, context)
+        return generate_weeks(kind, model, tasks, params, context)
 
-    generate_weeks = markov.generate_weeks
-    monkeypatch.setattr(markov, "generate_weeks", recording)
+    generate_weeks = markov.Markov.generate_weeks
+    monkeypatch.setattr(markov.Markov, "generate_weeks", recording)
     built._materialize([AssetKey(["tokyo", "synthetic_markov"])], partition_key=f"{user}|{week}")  # even if built
     assert [(task.user, task.week) for task in given] == [(user, week)]
     history = given[0].history

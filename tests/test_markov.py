@@ -12,8 +12,8 @@ from bgen_assets.generators import markov
 @pytest.fixture(scope="module")
 def fitted(built):
     events = built.warehouse.query('SELECT * FROM tokyo.events ORDER BY user_id, ts')
-    params = next(s for s in load_generator_specs() if s.name == "markov").params
-    model = markov.from_table(markov.fit(events[events.user_id != "1004"], params, 30, 0))
+    params = next(s for s in load_generator_specs() if s.name == "markov").settings
+    model = markov.from_table(markov.fit(events[events.user_id != "1004"], params, 30))
     history = built.warehouse.query(
         "SELECT user_id, strftime(date_trunc('week', ts), '%Y-%m-%d') AS week, ts, weekday, time_slot, location, intent "
         "FROM tokyo.events WHERE user_id = '1004' ORDER BY ts")
@@ -29,7 +29,7 @@ def generate(fitted, week, seed, history=None):
 
 def test_fit_table_round_trips(fitted):
     _, _, params, events = fitted
-    table = markov.fit(events, params, 30, 0)
+    table = markov.fit(events, params, 30)
     assert set(table["kind"]) == {"transition", "bucket", "time_of_week"}
     counts = markov.from_table(table)
     assert sum(counts.transitions[""].values()) == len(events)  # order-0 counts every event once

@@ -72,7 +72,7 @@ def test_other_population_week_is_seeded_per_user_week(built, population):
     history = segments(built, user)
     week = history["week"].iloc[0]
     task = WeekTask(user, week, history[history["week"] <= week], {}, stable_seed(spec.seed, "tokyo", user, week))
-    first, again = (reference.generate_weeks(model, [task], spec, None)[0].events for _ in range(2))
+    first, again = (reference.KIND.generate_weeks(model, [task], spec.settings, None)[0].events for _ in range(2))
     pd.testing.assert_frame_equal(first, again)
     stored = synthetic(built, "other_population_week", user)
     pd.testing.assert_frame_equal(stored[stored["week"] == week][COLUMNS].reset_index(drop=True), first,

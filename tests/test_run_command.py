@@ -80,7 +80,7 @@ def declare_loopback_generator(models: Path, base_url: str) -> None:
         declaration.unlink()
     for declaration in (models / "experiments").glob("*.yml"):
         declaration.unlink()
-    spec = {"kind": "llm", "seed": 5, "params": {
+    spec = {"kind": "behaviorgen", "seed": 5, "params": {
         "backend": {"kind": "openai", "base_url": base_url, "model": "loopback", "concurrency": 1, "timeout_s": 10.0,
                     "max_retries": 2},
         "max_attempts": 1, "max_events_per_week": 12}}

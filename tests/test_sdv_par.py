@@ -25,7 +25,7 @@ def population(runner):
 
 
 def test_training_set_is_the_declared_sample_of_user_weeks(population):
-    params = sdv_par.validate_params(TINY)
+    params = sdv_par.ParParams(**TINY)
     sequences = sdv_par.training_sequences(population, params, 30, 0)
     assert sequences[sdv_par.SEQUENCE_KEY].nunique() == TINY["max_training_weeks"]
     assert sequences.groupby(sdv_par.SEQUENCE_KEY).size().max() <= TINY["max_events_per_week"]
@@ -44,12 +44,12 @@ def test_one_users_partitions_are_valid_and_reproducible(runner, population):
 
     # a refit gives the same model, and the kind's functions the same weeks in any order
     spec = next(s for s in load_generator_specs() if s.name == "sdv_par")
-    refitted = sdv_par.from_table(sdv_par.fit(population, TINY, 30, spec.seed))  # the asset fits with the declaration's seed
+    refitted = sdv_par.from_table(sdv_par.fit(population, sdv_par.ParParams(**TINY), 30, spec.seed))  # the asset fits with the declaration's seed
     history = runner.warehouse.query("SELECT * FROM tokyo.weekly_segments WHERE user_id = '1004' ORDER BY ts")
     profile = runner.warehouse.query("SELECT * FROM tokyo.profiles WHERE user_id = '1004'").iloc[0][PROFILE_ATTRIBUTES].to_dict()
     weeks = sorted(set(generated.week))[::-1]
     tasks = [WeekTask("1004", w, history[history.week <= w], profile, stable_seed(spec.seed, "tokyo", "1004", w)) for w in weeks]
-    again = sdv_par.generate_weeks(refitted, tasks, spec, generation_context(runner.project, "tokyo", runner.warehouse))
+    again = sdv_par.KIND.generate_weeks(refitted, tasks, spec.settings, generation_context(runner.project, "tokyo", runner.warehouse))
     for week, result in zip(weeks, again):
         stored = generated[generated.week == week][list(result.events.columns)].reset_index(drop=True)
         pd.testing.assert_frame_equal(result.events, stored, check_dtype=False)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bgen_assets.assets.synthetic import generation_context, stable_seed
+from bgen_assets.assets.synthetic import stable_seed
 from bgen_assets.generators import WeekTask, load_generator_specs, seqgan, seqgan_networks
 from conftest import built_with_generator, generated_weeks, population_events
 
@@ -27,7 +27,7 @@ def population(runner):
 
 
 def test_training_pairs_are_counted_thinned_weeks_in_grammar(population):
-    config = seqgan.validate_params(TINY)
+    config = seqgan.SeqGANConfig(**TINY)
     vocabulary = seqgan_networks.Vocabulary.of_events(population, 48, TINY["max_events"])
     conditions, lengths, weeks = seqgan_networks.training_pairs(population, vocabulary, config, 48, np.random.default_rng(0))
     assert len(weeks) > 0 and weeks.shape[1] == 2 * TINY["max_events"] + 2
@@ -41,7 +41,7 @@ def test_training_pairs_are_counted_thinned_weeks_in_grammar(population):
 
 
 def test_sampled_weeks_have_the_count_they_drew(population):
-    config = seqgan.validate_params(TINY)
+    config = seqgan.SeqGANConfig(**TINY)
     generator = seqgan_networks.Generator(seqgan_networks.Vocabulary.of_events(population, 48, TINY["max_events"]), config)  # untrained
     weeks = generator.generate(torch.zeros(1, 64, TINY["hidden"]), torch.Generator().manual_seed(0))
     assert generator.masks(weeks).gather(-1, weeks[..., None]).all()
@@ -53,8 +53,8 @@ def test_sampled_weeks_have_the_count_they_drew(population):
 def test_one_users_partitions_are_valid_and_reproducible(runner, population):
     model_table = runner.warehouse.query("SELECT * FROM tokyo.seqgan_model")
     assert list(model_table.columns) == ["payload"] and len(model_table) == 1
-    model = seqgan.from_table(model_table)
-    assert seqgan.model_metadata(model)["parameters"] > 0
+    model = seqgan_networks.from_table(model_table)
+    assert seqgan_networks.model_metadata(model)["parameters"] > 0
 
     generated = generated_weeks(runner, "tokyo", "seqgan", "1004", max_weeks=3)
     assert set(generated.week) == set(runner.user_weeks("tokyo", "1004")[:3])
@@ -62,17 +62,17 @@ def test_one_users_partitions_are_valid_and_reproducible(runner, population):
 
     # a refit gives the same model, and the kind's functions the same weeks in any order
     spec = next(s for s in load_generator_specs() if s.name == "seqgan")
-    refitted = seqgan.from_table(seqgan.fit(population, TINY, 30, spec.seed))  # the asset fits with the declaration's seed
+    refitted = seqgan_networks.from_table(seqgan_networks.fit(population, seqgan.SeqGANConfig(**TINY), 30, spec.seed))  # the asset fits with the declaration's seed
     for name, weights in model.generator.state_dict().items():
         assert torch.equal(weights, refitted.generator.state_dict()[name]), name
     history = runner.warehouse.query("SELECT * FROM tokyo.weekly_segments WHERE user_id = '1004' ORDER BY ts")
     weeks = sorted(set(generated.week))[::-1]
     tasks = [WeekTask("1004", w, history[history.week <= w], {}, stable_seed(spec.seed, "tokyo", "1004", w)) for w in weeks]
-    again = seqgan.generate_weeks(refitted, tasks, spec, generation_context(runner.project, "tokyo", runner.warehouse))
+    again = seqgan_networks.generate_weeks(refitted, tasks, 30)
     for week, result in zip(weeks, again):
         stored = generated[generated.week == week][list(result.events.columns)].reset_index(drop=True)
         pd.testing.assert_frame_equal(result.events, stored, check_dtype=False)
-    other = seqgan.generate(refitted, history, weeks[0], [12345], 30)
+    other = seqgan_networks.generate(refitted, history, weeks[0], [12345], 30)
     assert not other.equals(again[0].events)
 
 

@@ -50,7 +50,7 @@ def generator_code_version(spec: GeneratorSpec) -> str:
 
 def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
     kind = generator_kind(spec.kind)
-    profiled = getattr(kind, "NEEDS_PROFILES", False)  # fitted with each population user's profile columns
+    profiled = kind.needs_profiles  # fitted with each population user's profile columns
 
     relation = names.generator_model(dataset, spec.name)
 
@@ -73,10 +73,10 @@ def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDe
             f"{profile_join}WHERE s.role = 'population' ORDER BY user_id, ts"
         )
         started = time.perf_counter()
-        table = kind.fit(population, spec.params, project.slot_minutes, spec.seed)
+        table = kind.fit(population, spec.settings, spec.seed, generation_context(project, dataset, warehouse))
         fit_seconds = time.perf_counter() - started
         warehouse.replace_table(dataset, relation.name, table)
-        described = kind.model_metadata(kind.from_table(table)) if hasattr(kind, "model_metadata") else {}
+        described = kind.model_metadata(kind.from_table(table))
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(table)),
             metadata={"dagster/row_count": len(table), "fit_seconds": round(fit_seconds, 3),
@@ -112,8 +112,9 @@ def visible_weeks(segments: pd.DataFrame) -> set[str]:
     return set(segments["week"]) - set(hidden)
 
 
-def accounting(log: pd.DataFrame, prices: dict) -> dict:
-    """Run totals of the generation log, as asset metadata."""
+def accounting(log: pd.DataFrame, prices: tuple[float, float]) -> dict:
+    """Run totals of the generation log, as asset metadata (prices: USD per million prompt and
+    completion tokens)."""
     generated = log[log["attempts"] > 0]
     totals = {
         "user_weeks": len(log),
@@ -129,8 +130,7 @@ def accounting(log: pd.DataFrame, prices: dict) -> dict:
     if len(generated):
         totals["pass_at_1"] = round(float(generated["pass_at_1"].mean()), 4)
         totals["valid_after_repair"] = round(float((generated["status"] == "ok").mean()), 4)
-        cost = (log["billed_prompt_tokens"].sum() * prices.get("input_per_million", 0.0)
-                + log["billed_completion_tokens"].sum() * prices.get("output_per_million", 0.0)) / 1e6
+        cost = (log["billed_prompt_tokens"].sum() * prices[0] + log["billed_completion_tokens"].sum() * prices[1]) / 1e6
         totals["estimated_cost_usd"] = round(float(cost), 6)
     return totals
 
@@ -188,7 +188,8 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         with_real_week = {user: set(segments["week"]) for user, segments in histories.items()}
         real_weeks = sum(week in with_real_week.get(user, ()) for user, week in requested)
         started = time.perf_counter()
-        results = kind.generate_weeks(model, tasks, spec, generation_context(project, dataset, warehouse)) if tasks else []
+        generation = generation_context(project, dataset, warehouse)
+        results = kind.generate_weeks(model, tasks, spec.settings, generation) if tasks else []
         seconds = time.perf_counter() - started
         frames = [result.events.assign(
             user_id=task.user, week=task.week,
@@ -217,7 +218,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
                 "generate_seconds": round(seconds, 3),
                 "process_peak_rss_mb": peak_rss_mb(),
                 "events_per_week": round(len(generated) / max(len(tasks), 1), 2),
-                **accounting(log, spec.params.get("prices", {})),
+                **accounting(log, kind.token_prices(spec.settings)),
             },
         )
 
@@ -226,7 +227,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
 
 def synthetic_inputs(dataset: str, spec: GeneratorSpec) -> list[AssetKey]:
     """The unpartitioned assets a synthetic table is generated from, besides the users' segments."""
-    inputs = [names.sql_model(dataset, "vocabulary").key] if generator_kind(spec.kind).NEEDS_VOCABULARY else []
+    inputs = [names.sql_model(dataset, "vocabulary").key] if generator_kind(spec.kind).needs_vocabulary else []
     return inputs + ([names.generator_model(dataset, spec.name).key] if spec.needs_fit else [])
 
 

@@ -83,7 +83,7 @@ def apply_profile_file(inferred: pd.DataFrame, path, table: pd.DataFrame, source
 def llm_profiles(project: Project, dataset: str, warehouse: Warehouse, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """The rule-based profiles overlaid with an LLM's validated answers (profile_inference: llm)."""
     from bgen_assets.generators import GenerationContext, load_generator_specs
-    from bgen_assets.generators.behaviorgen import make_backend, render_template, validate_params
+    from bgen_assets.generators.behaviorgen import make_backend, render_template
     from bgen_assets.llm import EventVocabulary
     from bgen_assets.profile_inference import SUMMARY_SQL, TOP_INTENTS_SQL, infer_profiles
 
@@ -97,7 +97,7 @@ def llm_profiles(project: Project, dataset: str, warehouse: Warehouse, table: pd
         table,
         warehouse.query(SUMMARY_SQL.format(dataset=dataset, slot=project.slot_minutes)),
         warehouse.query(TOP_INTENTS_SQL.format(dataset=dataset)),
-        allowed, make_backend(validate_params(spec.params), context),
+        allowed, make_backend(spec.settings, context),
         lambda **values: render_template("profile_inference.j2", **values),
         project.datasets[dataset].description, spec.seed,
     )

@@ -81,7 +81,7 @@ def loopback_generation(folder: Path, base_url: str, workers: int) -> tuple[floa
     starts them while it checks the shared assets; on a busy machine they may take longer)."""
     models = folder / "models"
     shutil.copytree(MODELS_DIR, models)
-    spec = {"kind": "llm", "seed": 1,
+    spec = {"kind": "behaviorgen", "seed": 1,
             "params": {"backend": {"kind": "openai", "base_url": base_url, "model": "loopback", "concurrency": 1,
                                    "timeout_s": 10.0, "max_retries": 2}, "max_attempts": 1, "max_events_per_week": 12}}
     (models / "generators" / "bench_loopback.yml").write_text(yaml.safe_dump(spec))

@@ -30,7 +30,7 @@ from bgen_assets.warehouse import Warehouse
 
 DATASET = "tokyo"
 SUBSET_WEEKS = 300
-SKIPPED_KINDS = {"llm", "behavior_lora"}          # prompted LLM (see behaviorgen_pass_at_1), GPU only
+SKIPPED_KINDS = {"behaviorgen", "behavior_lora"}          # prompted LLM (see behaviorgen_pass_at_1), GPU only
 FULL_SCALE_SKIPPED = {"sdv_par"}
 
 
@@ -80,9 +80,9 @@ def measure(name: str, scale: str) -> dict:
     tasks, real = tasks_and_next_weeks(events, spec.seed)
     context = generation_context(project(), DATASET, warehouse)
     started = time.perf_counter()
-    model = kind.from_table(kind.fit(events, spec.params, project().slot_minutes, spec.seed)) if spec.needs_fit else None
+    model = kind.from_table(kind.fit(events, spec.settings, spec.seed, context)) if spec.needs_fit else None
     fitted = time.perf_counter()
-    results = kind.generate_weeks(model, tasks, spec, context)
+    results = kind.generate_weeks(model, tasks, spec.settings, context)
     done = time.perf_counter()
     generated = pd.concat([r.events for r in results if r.status == "ok"], ignore_index=True)
     return {
@@ -91,7 +91,7 @@ def measure(name: str, scale: str) -> dict:
         "fit_sample_s": round(done - started, 2), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "intent_jsd": round(intent_jsd(generated["intent"], real["intent"]), 5),
         "events_per_week": round(len(generated) / max(len(tasks), 1), 2), "real_events_per_week": round(len(real) / max(len(tasks), 1), 2),
-        **({"model": kind.model_metadata(model)} if hasattr(kind, "model_metadata") and model is not None else {}),
+        **({"model": kind.model_metadata(model)} if model is not None else {}),
     }
 
 

@@ -53,13 +53,13 @@ def _behaviorgen_runs(runner, variant: str, cache: Path):
     backend's throughput counting from zero for each dataset. The model loads before timing starts."""
     from bgen_assets.assets.synthetic import generation_context, stable_seed
     from bgen_assets.domain import PROFILE_ATTRIBUTES
-    from bgen_assets.generators import WeekTask, generator_kind, load_generator_specs
+    from bgen_assets.generators import WeekTask, load_generator_specs
+    from bgen_assets.generators.behaviorgen import generate_weeks
     from bgen_assets.llm.cache import CachedBackend
     from bgen_assets.llm.local_hf import LocalHFBackend, Throughput
 
     spec = {spec.name: spec for spec in load_generator_specs()}[variant]
-    kind = generator_kind("llm")
-    local = LocalHFBackend(kind.validate_params(spec.params).backend_config, project().model_cache)
+    local = LocalHFBackend(spec.settings.backend_config, project().model_cache)
     local.tokenizer  # loads the model
     backend = CachedBackend(local, cache / variant)
     for dataset in project().datasets:
@@ -72,7 +72,7 @@ def _behaviorgen_runs(runner, variant: str, cache: Path):
                           stable_seed(spec.seed, dataset, user, week)) for user, week in weeks]
         local.throughput = Throughput()
         started = time.perf_counter()
-        results = kind.generate_weeks(None, tasks, spec, context, backend=backend)
+        results = generate_weeks(tasks, spec.settings, context, backend=backend)
         yield dataset, results, time.perf_counter() - started, local
 
 

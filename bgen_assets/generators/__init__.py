@@ -1,23 +1,11 @@
-"""Generator declarations (`models/generators/*.yml`) and the generator kinds that run them.
-
-A kind is a module with:
-  code_files() -> the files whose content decides its output (part of the asset's code version);
-  NEEDS_FIT: bool, and when true `fit(population_events, params, slot_minutes, seed) -> table`
-             (seed: the declaration's) and `from_table(table) -> model` (the fitted model is the
-             asset `DS/NAME_model`); a kind whose need depends on its params defines
-             `needs_fit(params) -> bool` instead;
-  validate_params(params) -> params, raising ValueError on a bad declaration;
-  generate_weeks(model, tasks, spec, context) -> one WeekResult per WeekTask;
-optionally NEEDS_PROFILES: bool (fit's population events then carry the users' profile columns)
-and model_metadata(model) -> dict (e.g. its number of parameters).
-A task's history holds only the user's real events up to and including its week, so no
-generator can see a user's later (validation or test) data.
-"""
+"""Generator declarations (`models/generators/*.yml`), the kinds that run them (one module per
+kind, implementing bgen_assets/generators/contract.py) and helpers the kinds share."""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+import json
+from functools import lru_cache
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -26,19 +14,22 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bgen_assets.domain import slots_per_day
 from bgen_assets.config import MODELS_DIR, ScopeSelection, load_declarations
-from bgen_assets.llm import EventVocabulary
+from bgen_assets.domain import slots_per_day
+from bgen_assets.generators.contract import (LOG_DEFAULTS, GenerationContext, GeneratorKind,  # noqa: F401  (the API)
+                                             WeekResult, WeekTask)
 
-KINDS = {"markov": "bgen_assets.generators.markov", "llm": "bgen_assets.generators.behaviorgen",
-         "reference": "bgen_assets.generators.reference",
-         "behavior_gpt": "bgen_assets.generators.behavior_gpt",
-         "behavior_lora": "bgen_assets.generators.behavior_lora",
-         "sdv_par": "bgen_assets.generators.sdv_par", "seqgan": "bgen_assets.generators.seqgan"}
+KINDS = ("markov", "behaviorgen", "reference", "behavior_gpt", "behavior_lora", "sdv_par", "seqgan")
 
 
-def generator_kind(kind: str):
-    return import_module(KINDS[kind])
+def generator_kind(kind: str) -> GeneratorKind:
+    """The kind `bgen_assets/generators/KIND.py` implements."""
+    return import_module(f"bgen_assets.generators.{kind}").KIND
+
+
+@lru_cache(maxsize=None)
+def _validated_params(kind: str, params_json: str) -> Any:
+    return generator_kind(kind).validate(json.loads(params_json))
 
 
 class GeneratorSpec(BaseModel):
@@ -58,13 +49,17 @@ class GeneratorSpec(BaseModel):
     def _known_kind_and_params(self) -> GeneratorSpec:
         if self.kind not in KINDS:
             raise ValueError(f"kind {self.kind!r} is not one of {sorted(KINDS)}")
-        generator_kind(self.kind).validate_params(self.params)
+        _ = self.settings
         return self
 
     @property
+    def settings(self) -> Any:
+        """The params as the kind's `Params`, validated once per distinct declaration."""
+        return _validated_params(self.kind, json.dumps(self.params, sort_keys=True, default=str))
+
+    @property
     def needs_fit(self) -> bool:
-        kind = generator_kind(self.kind)
-        return kind.needs_fit(self.params) if hasattr(kind, "needs_fit") else kind.NEEDS_FIT
+        return generator_kind(self.kind).needs_fit(self.settings)
 
     def selection(self, scope: str, dataset: str, project_selection: ScopeSelection) -> ScopeSelection:
         """This variant's users and weeks: its own declaration narrowed to the project's scope."""
@@ -116,35 +111,3 @@ def thin(events: pd.DataFrame, limit: int, rng: np.random.Generator) -> pd.DataF
     if len(events) <= limit:
         return events
     return events.iloc[np.sort(rng.choice(len(events), size=limit, replace=False))]
-
-
-# A generated week's accounting (a row of DS.synthetic_NAME_log); generators without an LLM keep these.
-LOG_DEFAULTS = {"pass_at_1": False, "attempts": 0, "llm_calls": 0, "cache_hits": 0, "prompt_tokens": 0,
-                "completion_tokens": 0, "billed_prompt_tokens": 0, "billed_completion_tokens": 0,
-                "latency_s": 0.0, "transport_retries": 0, "errors": ""}
-
-
-@dataclass
-class WeekTask:
-    user: str
-    week: str                  # the conditioning real week (its Monday, YYYY-MM-DD)
-    history: pd.DataFrame      # the user's real events up to and including `week`
-    profile: dict[str, str]
-    seed: list[int]
-
-
-@dataclass
-class WeekResult:
-    events: pd.DataFrame       # ts, weekday, time_slot, location, intent of the generated week
-    status: str = "ok"         # ok | failed (kept out of the events table, recorded in the log)
-    log: dict = field(default_factory=dict)
-
-
-@dataclass
-class GenerationContext:
-    dataset: str
-    description: str
-    slot_minutes: int
-    vocabulary: EventVocabulary
-    state_dir: Path
-    model_dir: Path                # where local models are converted and kept

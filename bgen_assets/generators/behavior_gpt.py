@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,11 +35,9 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from bgen_assets.domain import PROFILE_ATTRIBUTES, slots_per_day, week_of
-from bgen_assets.generators import WeekResult, artifact_bytes, artifact_table, thin, week_events
+from bgen_assets.generators import artifact_bytes, artifact_table, thin, week_events
+from bgen_assets.generators.contract import GenerationContext, GeneratorKind, WeekResult, WeekTask
 
-NEEDS_VOCABULARY = False
-NEEDS_FIT = True
-NEEDS_PROFILES = True
 PAD, BOS, SEP, EOS, UNK = "<pad>", "<bos>", "<sep>", "<eos>", "<unk>"
 IGNORE = -100  # label of positions without loss (prompt, padding)
 
@@ -69,14 +66,6 @@ class BehaviorGPTConfig:
     @property
     def context_length(self) -> int:
         return len(PROFILE_ATTRIBUTES) + 6 + 8 * self.max_events_per_week   # <bos> <sep> <sep> <eos>, two counts
-
-
-def code_files() -> list[Path]:
-    return [Path(__file__)]
-
-
-def validate_params(params: dict) -> BehaviorGPTConfig:
-    return BehaviorGPTConfig(**params)
 
 
 class Vocabulary:
@@ -175,13 +164,12 @@ def collate(pairs: list, indices: list[int]):
     return input_ids, attention, labels
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, config: BehaviorGPTConfig, slot_minutes: int, seed: int) -> pd.DataFrame:
     """Train from scratch on the population users' consecutive real weeks; one-row model table."""
     import torch
     from safetensors.torch import save
     from transformers import get_cosine_schedule_with_warmup
 
-    config = validate_params(params)
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
     vocabulary = Vocabulary.build(population_events, slots_per_day(slot_minutes), config.max_events_per_week)
@@ -319,7 +307,7 @@ def sample_weeks(fitted: Fitted, prompts: list[list[int]], rngs: list[np.random.
     return decoders
 
 
-def generate_weeks(fitted: Fitted, tasks, spec, context) -> list[WeekResult]:
+def generate_weeks(fitted: Fitted, tasks: list[WeekTask], slot_minutes: int) -> list[WeekResult]:
     import torch
 
     config, vocabulary = fitted.config, fitted.vocabulary
@@ -339,6 +327,28 @@ def generate_weeks(fitted: Fitted, tasks, spec, context) -> list[WeekResult]:
             day, slot, location, intent = zip(*decoder.events)
             slot_of_week = np.array(day) * vocabulary.slots_per_day + np.array(slot)
             week = week_events(tasks[i].week, slot_of_week, location, intent,
-                               np.random.default_rng([*tasks[i].seed, 2]), context.slot_minutes)
+                               np.random.default_rng([*tasks[i].seed, 2]), slot_minutes)
             results[i] = WeekResult(week)
     return results
+
+
+class BehaviorGPT(GeneratorKind):
+    Params = BehaviorGPTConfig
+    needs_profiles = True
+
+    def fit(self, population_events: pd.DataFrame, params: BehaviorGPTConfig, seed: int,
+            context: GenerationContext) -> pd.DataFrame:
+        return fit(population_events, params, context.slot_minutes, seed)
+
+    def from_table(self, table: pd.DataFrame) -> Fitted:
+        return from_table(table)
+
+    def model_metadata(self, model: Fitted) -> dict:
+        return model_metadata(model)
+
+    def generate_weeks(self, model: Fitted, tasks: list[WeekTask], params: BehaviorGPTConfig,
+                       context: GenerationContext) -> list[WeekResult]:
+        return generate_weeks(model, tasks, context.slot_minutes)
+
+
+KIND = BehaviorGPT()

@@ -28,15 +28,12 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from bgen_assets.domain import PROFILE_ATTRIBUTES, week_of
-from bgen_assets.generators import (LOG_DEFAULTS, GenerationContext, WeekResult, WeekTask, artifact_bytes,
-                                    artifact_table, thin)
+from bgen_assets.generators import artifact_bytes, artifact_table, thin
+from bgen_assets.generators.contract import LOG_DEFAULTS, GenerationContext, GeneratorKind, WeekResult, WeekTask
 from bgen_assets.generators.behaviorgen import BehaviorGenParams, build_messages
 from bgen_assets.llm import BackendConfig, EventVocabulary, LLMRequest, Sampling
 from bgen_assets.llm.event_format import parse_week, render_events, to_events
 
-NEEDS_VOCABULARY = True
-NEEDS_FIT = True
-NEEDS_PROFILES = True
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # The BehaviorGen prompt without role and format blocks: the fine-tuned model learns the format.
 PROMPT = BehaviorGenParams(prompt={"role": False, "format": False})
@@ -59,15 +56,6 @@ class BehaviorLoRAConfig:
     generation_batch_size: int = Field(16, ge=1)
     allow_cpu: bool = Field(False, description="fit without CUDA (tiny smoke runs only)")
     threads: int | None = None
-
-
-def code_files() -> list[Path]:
-    llm = Path(__file__).parent.parent / "llm"
-    return [Path(__file__), llm / "event_format.py", llm / "grammar.py", llm / "local_hf.py"]
-
-
-def validate_params(params: dict) -> BehaviorLoRAConfig:
-    return BehaviorLoRAConfig(**params)
 
 
 def rationale_line(week: pd.DataFrame) -> str:
@@ -104,11 +92,11 @@ def training_chats(events: pd.DataFrame, config: BehaviorLoRAConfig,
     return chats
 
 
-def base_model_dir() -> Path:
-    from bgen_assets.config import project
+def base_model_dir(model_dir: Path) -> Path:
+    """The bundled SmolLM2, converted once under the model cache."""
     from bgen_assets.llm.local_hf import convert_bundled
 
-    return convert_bundled(project().model_cache)
+    return convert_bundled(model_dir)
 
 
 def encode(tokenizer, messages: list[dict], answer: str) -> tuple[list[int], list[int]]:
@@ -119,13 +107,12 @@ def encode(tokenizer, messages: list[dict], answer: str) -> tuple[list[int], lis
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, config: BehaviorLoRAConfig, seed: int, model_dir: Path) -> pd.DataFrame:
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from safetensors.torch import save
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    config = validate_params(params)
     if not torch.cuda.is_available() and not config.allow_cpu:
         raise RuntimeError("behavior_lora fine-tunes SmolLM2 and needs a CUDA GPU; none is available "
                            "(declare `allow_cpu: true` for a tiny CPU smoke run)")
@@ -134,7 +121,7 @@ def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: 
         torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    base = base_model_dir()
+    base = base_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
     model = get_peft_model(model, LoraConfig(
@@ -187,7 +174,7 @@ class Fitted:
         target = Path(cache_dir) / f"behavior_lora-{hashlib.sha256(self.adapter).hexdigest()[:16]}"
         if (target / "config.json").is_file():
             return target
-        base = base_model_dir()
+        base = base_model_dir(cache_dir)
         config = self.config
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -213,7 +200,7 @@ def _seed(task: WeekTask, stage: int) -> int:
     return int(np.random.default_rng([*task.seed, stage]).integers(0, 2**31 - 1))
 
 
-def generate_weeks(fitted: Fitted, tasks, spec, context) -> list[WeekResult]:
+def generate_weeks(fitted: Fitted, tasks: list[WeekTask], context: GenerationContext) -> list[WeekResult]:
     """One grammar-constrained answer per task (after a free rationale line when trained with one)."""
     from bgen_assets.llm.local_hf import LocalHFBackend
 
@@ -245,3 +232,29 @@ def generate_weeks(fitted: Fitted, tasks, spec, context) -> list[WeekResult]:
                                   "ok" if parsed.valid else "failed", log))
     return results
 
+
+class BehaviorLoRA(GeneratorKind):
+    Params = BehaviorLoRAConfig
+    needs_vocabulary = True
+    needs_profiles = True
+
+    def code_files(self) -> list[Path]:
+        llm = Path(__file__).parent.parent / "llm"
+        return [Path(__file__), llm / "event_format.py", llm / "grammar.py", llm / "local_hf.py"]
+
+    def fit(self, population_events: pd.DataFrame, params: BehaviorLoRAConfig, seed: int,
+            context: GenerationContext) -> pd.DataFrame:
+        return fit(population_events, params, seed, context.model_dir)
+
+    def from_table(self, table: pd.DataFrame) -> Fitted:
+        return from_table(table)
+
+    def model_metadata(self, model: Fitted) -> dict:
+        return model_metadata(model)
+
+    def generate_weeks(self, model: Fitted, tasks: list[WeekTask], params: BehaviorLoRAConfig,
+                       context: GenerationContext) -> list[WeekResult]:
+        return generate_weeks(model, tasks, context)
+
+
+KIND = BehaviorLoRA()

@@ -18,16 +18,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bgen_assets.config import PROJECT_ROOT
 from bgen_assets.llm import BackendConfig, LLMRequest, Sampling
-from bgen_assets.generators import LOG_DEFAULTS, thin
+from bgen_assets.generators import thin
+from bgen_assets.generators.contract import LOG_DEFAULTS, GenerationContext, GeneratorKind, WeekResult, WeekTask
 from bgen_assets.llm import EventVocabulary
 from bgen_assets.llm.event_format import ParsedWeek, line_name, parse_week, parse_weeks, render_events, to_events
 
-NEEDS_VOCABULARY = True
-NEEDS_FIT = False
 PROMPTS = PROJECT_ROOT / "prompts"
 CONDITIONING_DAYS = {"1d": 1, "3d": 3, "7d": 7, "10d": 10}
 # The answer budget: room for about the real week's number of lines. Small models rarely stop on
@@ -69,20 +68,14 @@ class BehaviorGenParams(Strict):
     max_attempts: int = Field(2, ge=1, description="first answer + bounded re-asks")
     prices: Prices = Prices()
 
+    @model_validator(mode="after")
+    def _known_backend_fields(self) -> BehaviorGenParams:
+        self.backend_config  # unknown backend fields fail here, at declaration load
+        return self
+
     @property
     def backend_config(self) -> BackendConfig:
         return BackendConfig(**self.backend)
-
-
-def code_files() -> list[Path]:
-    llm = Path(__file__).parent.parent / "llm"  # by path: importing the grammar would load torch
-    return [Path(__file__), llm / "event_format.py", llm / "grammar.py", *sorted((PROMPTS / "behaviorgen").glob("*.j2"))]
-
-
-def validate_params(params: dict) -> BehaviorGenParams:
-    parsed = BehaviorGenParams.model_validate(params)
-    BackendConfig(**parsed.backend)  # unknown backend fields fail here, at declaration load
-    return parsed
 
 
 @cache
@@ -222,10 +215,10 @@ def conversations_for(tasks, params: BehaviorGenParams, context) -> list[Convers
     return conversations
 
 
-def generate_weeks(model, tasks, spec, context, backend=None) -> list:
-    from bgen_assets.generators import WeekResult  # the package imports this module lazily
-
-    params = validate_params(spec.params)
+def generate_weeks(tasks: list[WeekTask], params: BehaviorGenParams, context: GenerationContext,
+                   backend=None) -> list[WeekResult]:
+    """Each conversation's answers, re-asked up to `max_attempts` until they parse (backend: the
+    declared one behind the cache, unless given)."""
     backend = backend or make_backend(params, context)
     constraint = context.vocabulary if params.prompt.format else None
     conversations = conversations_for(tasks, params, context)
@@ -247,3 +240,26 @@ def generate_weeks(model, tasks, spec, context, backend=None) -> list:
                                target_monday, context.slot_minutes)
             results[index] = WeekResult(events, "ok" if conversation.valid else "failed", dict(conversation.log))
     return results
+
+
+class BehaviorGen(GeneratorKind):
+    Params = BehaviorGenParams
+    needs_vocabulary = True
+
+    def code_files(self) -> list[Path]:
+        llm = Path(__file__).parent.parent / "llm"  # by path: importing the grammar would load torch
+        return [Path(__file__), llm / "event_format.py", llm / "grammar.py",
+                *sorted((PROMPTS / "behaviorgen").glob("*.j2"))]
+
+    def needs_fit(self, params: BehaviorGenParams) -> bool:
+        return False
+
+    def token_prices(self, params: BehaviorGenParams) -> tuple[float, float]:
+        return params.prices.input_per_million, params.prices.output_per_million
+
+    def generate_weeks(self, model: None, tasks: list[WeekTask], params: BehaviorGenParams,
+                       context: GenerationContext) -> list[WeekResult]:
+        return generate_weeks(tasks, params, context)
+
+
+KIND = BehaviorGen()

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from bgen_assets import domain
+from bgen_assets.generators.contract import GenerationContext, GeneratorKind, WeekResult, WeekTask
 
-NEEDS_VOCABULARY = False
-NEEDS_FIT = True
 TOKEN_SEP, CONTEXT_SEP = "\x1f", "\x1e"
 BUCKET_MINUTES = 240
 
@@ -32,17 +31,11 @@ class Counts:
     time_of_week: Counter            # weekday * slots_per_day + time_slot -> count
 
 
-def code_files() -> list[Path]:
-    return [Path(__file__)]
+class MarkovParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-def validate_params(params: dict) -> dict:
-    unknown = set(params) - {"order", "user_weight"}
-    if unknown:
-        raise ValueError(f"unknown markov params {sorted(unknown)}")
-    if int(params.get("order", 2)) < 0 or float(params.get("user_weight", 4.0)) < 0:
-        raise ValueError("order and user_weight must be >= 0")
-    return params
+    order: int = Field(2, ge=0, description="tokens of context")
+    user_weight: float = Field(4.0, ge=0, description="weight of the user's own counts against the population's")
 
 
 def tokens_of(events: pd.DataFrame) -> list[str]:
@@ -68,9 +61,9 @@ def count(events: pd.DataFrame, order: int, slot_minutes: int) -> Counts:
     return Counts(dict(transitions), dict(buckets), time_of_week)
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, params: MarkovParams, slot_minutes: int) -> pd.DataFrame:
     """The population counts as a long table (kind, context, token, count)."""
-    counts = count(population_events, int(params.get("order", 2)), slot_minutes)
+    counts = count(population_events, params.order, slot_minutes)
     rows = [("transition", ctx, tok, n) for ctx, counter in counts.transitions.items() for tok, n in counter.items()]
     rows += [("bucket", b, tok, n) for b, counter in counts.buckets.items() for tok, n in counter.items()]
     rows += [("time_of_week", "", str(slot), n) for slot, n in counts.time_of_week.items()]
@@ -99,10 +92,10 @@ def _vector(counter: Counter | None, index: dict[str, int]) -> np.ndarray:
 
 
 def generate(
-    model: Counts, history: pd.DataFrame, week: str, params: dict, rng: np.random.Generator, slot_minutes: int
+    model: Counts, history: pd.DataFrame, week: str, params: MarkovParams, rng: np.random.Generator, slot_minutes: int
 ) -> pd.DataFrame:
     """Events of the week after `week` for one user whose real history (up to `week`) is given."""
-    order, user_weight = int(params.get("order", 2)), float(params.get("user_weight", 4.0))
+    order, user_weight = params.order, params.user_weight
     slots_per_day = domain.slots_per_day(slot_minutes)
     past = history[history["week"] <= week]
     user = count(past, order, slot_minutes)
@@ -150,11 +143,21 @@ def generate(
     })
 
 
-def generate_weeks(model: Counts, tasks, spec, context) -> list:
-    from bgen_assets.generators import WeekResult
+class Markov(GeneratorKind):
+    Params = MarkovParams
 
-    return [
-        WeekResult(generate(model, task.history, task.week, spec.params,
-                            np.random.default_rng(task.seed), context.slot_minutes))
-        for task in tasks
-    ]
+    def fit(self, population_events: pd.DataFrame, params: MarkovParams, seed: int,
+            context: GenerationContext) -> pd.DataFrame:
+        return fit(population_events, params, context.slot_minutes)
+
+    def from_table(self, table: pd.DataFrame) -> Counts:
+        return from_table(table)
+
+    def generate_weeks(self, model: Counts, tasks: list[WeekTask], params: MarkovParams,
+                       context: GenerationContext) -> list[WeekResult]:
+        return [WeekResult(generate(model, task.history, task.week, params, np.random.default_rng(task.seed),
+                                    context.slot_minutes))
+                for task in tasks]
+
+
+KIND = Markov()

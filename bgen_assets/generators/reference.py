@@ -12,7 +12,6 @@ population data, so it has no model asset.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,9 +19,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from bgen_assets.domain import week_of
-from bgen_assets.generators import WeekResult
+from bgen_assets.generators.contract import GenerationContext, GeneratorKind, WeekResult, WeekTask
 
-NEEDS_VOCABULARY = False
 EVENT_COLUMNS = ["ts", "weekday", "time_slot", "location", "intent"]
 MODEL_COLUMNS = ["user_id", "week", *EVENT_COLUMNS]
 
@@ -33,19 +31,7 @@ class ReferenceParams(BaseModel):
     method: Literal["repeat_last_week", "other_population_week"]
 
 
-def needs_fit(params: dict) -> bool:
-    return validate_params(params).method == "other_population_week"
-
-
-def code_files() -> list[Path]:
-    return [Path(__file__)]
-
-
-def validate_params(params: dict) -> ReferenceParams:
-    return ReferenceParams.model_validate(params)
-
-
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame) -> pd.DataFrame:
     """The population users' events with their week (Monday, as in `weekly_segments`)."""
     weeks = population_events.assign(week=week_of(population_events["ts"]))
     return weeks[MODEL_COLUMNS].astype({"weekday": "int64", "time_slot": "int64"}).reset_index(drop=True)
@@ -74,8 +60,7 @@ def other_population_week(population: pd.DataFrame, user: str, rng: np.random.Ge
     return chosen["user_id"], chosen["week"]
 
 
-def generate_weeks(model: pd.DataFrame, tasks, spec, context) -> list:
-    method = validate_params(spec.params).method
+def generate_weeks(model: pd.DataFrame | None, tasks: list[WeekTask], method: str) -> list[WeekResult]:
     grouped = model.groupby(["user_id", "week"], sort=False) if model is not None else None
     results = []
     for task in tasks:
@@ -87,3 +72,27 @@ def generate_weeks(model: pd.DataFrame, tasks, spec, context) -> list:
             events = grouped.get_group((source_user, source_week))
         results.append(WeekResult(shifted(events, pd.Timestamp(source_week), target)))
     return results
+
+
+class Reference(GeneratorKind):
+    Params = ReferenceParams
+
+    def needs_fit(self, params: ReferenceParams) -> bool:
+        return params.method == "other_population_week"
+
+    def fit(self, population_events: pd.DataFrame, params: ReferenceParams, seed: int,
+            context: GenerationContext) -> pd.DataFrame:
+        return fit(population_events)
+
+    def from_table(self, table: pd.DataFrame) -> pd.DataFrame:
+        return from_table(table)
+
+    def model_metadata(self, model: pd.DataFrame) -> dict:
+        return model_metadata(model)
+
+    def generate_weeks(self, model: pd.DataFrame | None, tasks: list[WeekTask], params: ReferenceParams,
+                       context: GenerationContext) -> list[WeekResult]:
+        return generate_weeks(model, tasks, params.method)
+
+
+KIND = Reference()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,10 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bgen_assets.domain import PROFILE_ATTRIBUTES, slots_per_day, week_of
 from bgen_assets.generators import artifact_bytes, artifact_table, week_events
+from bgen_assets.generators.contract import GenerationContext, GeneratorKind, WeekResult, WeekTask
 
-NEEDS_VOCABULARY = False
-NEEDS_FIT = True
-NEEDS_PROFILES = True
 TABLE, SEQUENCE_KEY, SEP = "weeks", "user_week", "\x1f"
 
 
@@ -54,14 +51,6 @@ class FittedPar:
     synthesizer: object               # sdv.sequential.PARSynthesizer
     profile_values: dict[str, list]   # per attribute, the training values, most frequent first
     training_weeks: int
-
-
-def code_files() -> list[Path]:
-    return [Path(__file__)]
-
-
-def validate_params(params: dict) -> ParParams:
-    return ParParams.model_validate(params)
 
 
 def metadata():
@@ -94,11 +83,10 @@ def training_sequences(population_events: pd.DataFrame, params: ParParams, slot_
     }).reset_index(drop=True)
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
+def fit(population_events: pd.DataFrame, params: ParParams, slot_minutes: int, seed: int) -> pd.DataFrame:
     import torch
     from sdv.sequential import PARSynthesizer
 
-    params = validate_params(params)
     torch.set_num_threads(params.threads)
     torch.manual_seed(seed)
     np.random.seed(seed)  # SDV's transformers draw from numpy's global state
@@ -142,10 +130,30 @@ def generate(model: FittedPar, profile: dict[str, str], week: str, seed: list[in
     return week_events(week, slot_of_week, location, intent, np.random.default_rng(seed), slot_minutes)
 
 
-def generate_weeks(model: FittedPar, tasks, spec, context) -> list:
+def generate_weeks(model: FittedPar, tasks: list[WeekTask], params: ParParams, slot_minutes: int) -> list[WeekResult]:
     import torch
 
-    from bgen_assets.generators import WeekResult
+    torch.set_num_threads(params.threads)
+    return [WeekResult(generate(model, task.profile, task.week, task.seed, slot_minutes)) for task in tasks]
 
-    torch.set_num_threads(validate_params(spec.params).threads)
-    return [WeekResult(generate(model, task.profile, task.week, task.seed, context.slot_minutes)) for task in tasks]
+
+class SdvPar(GeneratorKind):
+    Params = ParParams
+    needs_profiles = True
+
+    def fit(self, population_events: pd.DataFrame, params: ParParams, seed: int,
+            context: GenerationContext) -> pd.DataFrame:
+        return fit(population_events, params, context.slot_minutes, seed)
+
+    def from_table(self, table: pd.DataFrame) -> FittedPar:
+        return from_table(table)
+
+    def model_metadata(self, model: FittedPar) -> dict:
+        return model_metadata(model)
+
+    def generate_weeks(self, model: FittedPar, tasks: list[WeekTask], params: ParParams,
+                       context: GenerationContext) -> list[WeekResult]:
+        return generate_weeks(model, tasks, params, context.slot_minutes)
+
+
+KIND = SdvPar()

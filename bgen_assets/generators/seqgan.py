@@ -30,23 +30,24 @@ at a time, so a week does not depend on what else is generated with it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from importlib import import_module
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-NEEDS_VOCABULARY = False
-NEEDS_FIT = True
-# The generator interface lives with torch in seqgan_networks.py, loaded on first use: declarations
-# are validated and the asset graph is built without torch.
-NETWORK_INTERFACE = ("fit", "from_table", "model_metadata", "generate", "generate_weeks")
+import pandas as pd
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from bgen_assets.generators.contract import GenerationContext, GeneratorKind, WeekResult, WeekTask
+
+if TYPE_CHECKING:  # the networks load torch: declarations are validated and the graph built without it
+    from bgen_assets.generators.seqgan_networks import FittedSeqGAN
 
 
-@dataclass(frozen=True)
+@dataclass(config=ConfigDict(extra="forbid", frozen=True))
 class SeqGANConfig:
-    embed: int = 32
-    hidden: int = 64
-    max_events: int = 64              # per week (longer ones are thinned); also the conditioning events read
-    batch_size: int = 64
+    embed: int = Field(32, ge=1)
+    hidden: int = Field(64, ge=1)
+    max_events: int = Field(64, ge=1, description="per week (longer ones are thinned); also the conditioning events read")
+    batch_size: int = Field(64, ge=1)
     learning_rate: float = 3e-3
     pretrain_epochs: int = 6
     discriminator_filters: int = 32   # per filter width
@@ -54,27 +55,40 @@ class SeqGANConfig:
     adversarial_steps: int = 10
     adversarial_batch_size: int = 32
     adversarial_learning_rate: float = 3e-4
-    rollouts: int = 4
-    rollout_every: int = 4            # events between Monte-Carlo reward estimates
-    threads: int = 1
+    rollouts: int = Field(4, ge=1)
+    rollout_every: int = Field(4, ge=1, description="events between Monte-Carlo reward estimates")
+    threads: int = Field(1, ge=1)
 
 
-def code_files() -> list[Path]:
-    return [Path(__file__), Path(__file__).with_name("seqgan_networks.py")]
+class SeqGAN(GeneratorKind):
+    Params = SeqGANConfig
+
+    def code_files(self):
+        from pathlib import Path
+
+        return [Path(__file__), Path(__file__).with_name("seqgan_networks.py")]
+
+    def fit(self, population_events: pd.DataFrame, params: SeqGANConfig, seed: int,
+            context: GenerationContext) -> pd.DataFrame:
+        from bgen_assets.generators import seqgan_networks
+
+        return seqgan_networks.fit(population_events, params, context.slot_minutes, seed)
+
+    def from_table(self, table: pd.DataFrame) -> FittedSeqGAN:
+        from bgen_assets.generators import seqgan_networks
+
+        return seqgan_networks.from_table(table)
+
+    def model_metadata(self, model: FittedSeqGAN) -> dict:
+        from bgen_assets.generators import seqgan_networks
+
+        return seqgan_networks.model_metadata(model)
+
+    def generate_weeks(self, model: FittedSeqGAN, tasks: list[WeekTask], params: SeqGANConfig,
+                       context: GenerationContext) -> list[WeekResult]:
+        from bgen_assets.generators import seqgan_networks
+
+        return seqgan_networks.generate_weeks(model, tasks, context.slot_minutes)
 
 
-def validate_params(params: dict) -> SeqGANConfig:
-    try:
-        config = SeqGANConfig(**params)
-    except TypeError as error:
-        raise ValueError(f"seqgan params: {error}") from None
-    if min(config.embed, config.hidden, config.max_events, config.batch_size, config.rollouts, config.rollout_every,
-           config.threads) < 1:
-        raise ValueError("seqgan sizes must be >= 1")
-    return config
-
-
-def __getattr__(name: str):
-    if name in NETWORK_INTERFACE:
-        return getattr(import_module("bgen_assets.generators.seqgan_networks"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+KIND = SeqGAN()

@@ -15,7 +15,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 from bgen_assets import domain
 from bgen_assets.domain import week_of
 from bgen_assets.generators import artifact_bytes, artifact_table, thin, week_events
-from bgen_assets.generators.seqgan import SeqGANConfig, validate_params
+from bgen_assets.generators.contract import WeekResult, WeekTask
+from bgen_assets.generators.seqgan import SeqGANConfig
 
 PAD, BOS, EOS, COUNT0 = 0, 1, 2, 3   # count tokens (1 to max_events events) follow, then slots, then pairs
 SEP = "\x1f"
@@ -205,8 +206,7 @@ def train_discriminator(discriminator, optimizer, generator, conditions, lengths
     return loss.item()
 
 
-def fit(population_events: pd.DataFrame, params: dict, slot_minutes: int, seed: int) -> pd.DataFrame:
-    config = validate_params(params)
+def fit(population_events: pd.DataFrame, config: SeqGANConfig, slot_minutes: int, seed: int) -> pd.DataFrame:
     torch.set_num_threads(config.threads)
     torch.manual_seed(seed)
     slots_per_day = domain.slots_per_day(slot_minutes)
@@ -281,8 +281,6 @@ def generate(model: FittedSeqGAN, history: pd.DataFrame, week: str, seed: list[i
     return week_events(week, tokens[:, 0] - vocabulary.slot0, location, intent, np.random.default_rng(seed), slot_minutes)
 
 
-def generate_weeks(model: FittedSeqGAN, tasks, spec, context) -> list:
-    from bgen_assets.generators import WeekResult
-
+def generate_weeks(model: FittedSeqGAN, tasks: list[WeekTask], slot_minutes: int) -> list[WeekResult]:
     torch.set_num_threads(model.config.threads)
-    return [WeekResult(generate(model, task.history, task.week, task.seed, context.slot_minutes)) for task in tasks]
+    return [WeekResult(generate(model, task.history, task.week, task.seed, slot_minutes)) for task in tasks]
