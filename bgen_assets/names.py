@@ -2,7 +2,7 @@
 
 An asset's key is the (schema, table) of the warehouse table it writes: the schema is the
 dataset (`DS`), or `seeds`. GEN is a generator declaration (models/generators/GEN.yml), EXP an
-experiment (models/experiments/EXP.yml), MODEL a SQL model file (models/.../MODEL.sql).
+experiment (models/experiments/EXP.yml), MODEL a SQL model file (models/dataset/MODEL.sql or models/DS/MODEL.sql).
 
   key in the UI             built by                 defined in
   DS/NAME_file              source_file()            bgen_assets/assets/raw.py (observed file)

@@ -1,13 +1,14 @@
 """MLflow tracking of predictor trainings, as a Dagster resource.
 
-Store: `tracking_uri` when set, else $BGEN_MLFLOW_URI, else sqlite:///STATE/mlflow/mlflow.db
-with artifacts under STATE/mlflow/artifacts (`make mlflow` serves the UI on that store).
+Store: `tracking_uri` when set, else $BGEN_MLFLOW_URI; `MlflowTracking.for_project(STATE)` defaults
+to sqlite:///STATE/mlflow/mlflow.db with artifacts under STATE/mlflow/artifacts (`make mlflow`
+serves the UI on that store).
 One experiment per dataset, marked as model training; MLflow 3.17's UI picks its view from a
 global GenAI / model-training switch instead, so the run links given out (`TrainingRun.url`,
 `make mlflow`) ask for the model-training view. Every training is a run; per-user fine-tunes are child runs
 (tag mlflow.parentRunId) of their configuration's run.
 
-    tracking = MlflowTracking()
+    tracking = MlflowTracking.for_project(project.home)
     with tracking.training_run("tokyo", "bert4rec pretrain on real+markov", config=config,
                                lineage={"tokyo/pretrain_markov": data_version}) as run:
         predictor = fit(config, train, valid, on_epoch=run.log_epoch)
@@ -36,7 +37,6 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from bgen_assets import progress
-from bgen_assets.config import project
 
 LINEAGE_TAG = "bgen.lineage."   # + asset key -> data version of the training set's inputs
 PARENT_TAG = "mlflow.parentRunId"
@@ -95,8 +95,8 @@ class TrainingRun:
 class MlflowTracking(ConfigurableResource):
     """Where training runs are tracked (see the module docstring for the defaults)."""
 
-    tracking_uri: str | None = Field(default=None, description="default: $BGEN_MLFLOW_URI, else the local store")
-    artifact_root: str | None = Field(default=None, description="default: STATE/mlflow/artifacts for the local store")
+    tracking_uri: str | None = Field(default=None, description="default: $BGEN_MLFLOW_URI")
+    artifact_root: str | None = Field(default=None, description="default: the tracking server's")
 
     @classmethod
     def for_project(cls, home: Path) -> MlflowTracking:
@@ -107,13 +107,13 @@ class MlflowTracking(ConfigurableResource):
         return cls(tracking_uri=uri, artifact_root=str(root))
 
     def uri(self) -> str:
-        return self.tracking_uri or os.environ.get("BGEN_MLFLOW_URI") or default_store(project().home)[0]
+        uri = self.tracking_uri or os.environ.get("BGEN_MLFLOW_URI")
+        if not uri:
+            raise ValueError("no MLflow store: set tracking_uri or BGEN_MLFLOW_URI, or use MlflowTracking.for_project")
+        return uri
 
     def _artifact_root(self) -> Path | None:
-        if self.artifact_root:
-            return Path(self.artifact_root)
-        uri, root = default_store(project().home)
-        return root if self.uri() == uri else None   # a server or other store decides itself
+        return Path(self.artifact_root) if self.artifact_root else None   # else the server or store decides
 
     def client(self):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
