@@ -7,7 +7,7 @@ import warnings
 from dagster import AssetsDefinition, BetaWarning, Definitions, definitions
 
 from bgen_assets.assets.evaluation import evaluation_assets
-from bgen_assets.assets.models import catalog_assets
+from bgen_assets.assets.sql_models import catalog_assets
 from bgen_assets.assets.raw import raw_assets
 from bgen_assets.assets.report import report_asset
 from bgen_assets.assets.synthetic import generator_assets

@@ -8,8 +8,8 @@ experiment (models/experiments/EXP.yml), MODEL a SQL model file (models/dataset/
   DS/NAME_file              source_file()            bgen_assets/assets/raw.py (observed file)
   DS/raw_events             raw_events()             bgen_assets/assets/raw.py
   DS/raw_NAME               raw_lookup()             bgen_assets/assets/raw.py
-  seeds/NAME                seed()                   models/seeds/NAME.csv, bgen_assets/assets/models.py
-  DS/MODEL                  sql_model()              models/dataset|DS/MODEL.sql, bgen_assets/assets/models.py
+  seeds/NAME                seed()                   models/seeds/NAME.csv, bgen_assets/assets/sql_models.py
+  DS/MODEL                  sql_model()              models/dataset|DS/MODEL.sql, bgen_assets/assets/sql_models.py
   DS/MODEL_GEN              per_generator_model()    models/per_generator/MODEL.sql (training_set_GEN ...)
   DS/user_split, DS/profiles, DS/weekly_segments     bgen_assets/assets/users.py
   DS/GEN_model              generator_model()        bgen_assets/assets/synthetic.py
