@@ -19,11 +19,11 @@ SELECT user_id, count(*) AS n_events, count(DISTINCT date_trunc('week', ts)) AS 
        avg((weekday < 5 AND time_slot * {slot} BETWEEN 540 AND 1079)::INT) AS office_hours_share,
        avg((time_slot * {slot} >= 1260 OR time_slot * {slot} < 300)::INT) AS night_share,
        avg((weekday >= 5)::INT) AS weekend_share
-FROM "{dataset}".events GROUP BY user_id ORDER BY user_id
+FROM {events} GROUP BY user_id ORDER BY user_id
 """
 TOP_INTENTS_SQL = """
 SELECT user_id, intent, count(*) / sum(count(*)) OVER (PARTITION BY user_id) AS share
-FROM "{dataset}".events GROUP BY user_id, intent
+FROM {events} GROUP BY user_id, intent
 QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY count(*) DESC, intent) <= 5
 ORDER BY user_id, share DESC
 """

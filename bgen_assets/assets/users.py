@@ -91,12 +91,13 @@ def llm_profiles(project: Project, dataset: str, warehouse: Warehouse, table: pd
     spec = next(s for s in load_generator_specs() if s.name == settings.generator)
     context = GenerationContext(dataset, project.datasets[dataset].description, project.slot_minutes,
                                 EventVocabulary({}), project.home, project.model_cache)
-    allowed_rows = warehouse.query("SELECT attribute, value FROM seeds.profile_values")
+    events = names.sql_model(dataset, "events").sql
+    allowed_rows = warehouse.query(f"SELECT attribute, value FROM {names.seed('profile_values').sql}")
     allowed = {a: group["value"].tolist() for a, group in allowed_rows.groupby("attribute", sort=False)}
     return infer_profiles(
         table,
-        warehouse.query(SUMMARY_SQL.format(dataset=dataset, slot=project.slot_minutes)),
-        warehouse.query(TOP_INTENTS_SQL.format(dataset=dataset)),
+        warehouse.query(SUMMARY_SQL.format(events=events, slot=project.slot_minutes)),
+        warehouse.query(TOP_INTENTS_SQL.format(events=events)),
         allowed, make_backend(spec.settings, context),
         lambda **values: render_template("profile_inference.j2", **values),
         project.datasets[dataset].description, spec.seed,

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bgen_assets import names, partitions
 from bgen_assets.config import project
 
 
 def bench_weeks(runner, dataset: str, n_weeks: int = 20) -> list[tuple[str, str]]:
     """A fixed sample of user-weeks with a previous real week: the second and third week of the
     first users (by id) that have them."""
-    users = sorted(runner.instance.get_dynamic_partitions(f"{dataset}_users"))
+    users = sorted(runner.instance.get_dynamic_partitions(partitions.users(dataset).name))
     runner.build_segments(dataset, users)
     chosen: list[tuple[str, str]] = []
     for user in users:
@@ -37,7 +38,7 @@ def tokens_per_event(runner) -> dict:
     figures = {}
     for dataset in project().datasets:
         events = runner.warehouse.query(
-            f"SELECT user_id, date_trunc('week', ts) AS week, ts, weekday, location, intent FROM \"{dataset}\".events "
+            f"SELECT user_id, date_trunc('week', ts) AS week, ts, weekday, location, intent FROM {names.sql_model(dataset, 'events').sql} "
             "USING SAMPLE 5000 ROWS (reservoir, 7) ORDER BY user_id, ts")
         lines = sum(len(tokenizer(render_events(week)).input_ids) for _, week in events.groupby(["user_id", "week"]))
         objects = sum(len(tokenizer(render_json_objects(week)).input_ids) for _, week in events.groupby(["user_id", "week"]))
@@ -65,8 +66,8 @@ def _behaviorgen_runs(runner, variant: str, cache: Path):
     for dataset in project().datasets:
         weeks = bench_weeks(runner, dataset)
         context = generation_context(project(), dataset, runner.warehouse)
-        segments = runner.warehouse.query(f'SELECT * FROM "{dataset}".weekly_segments ORDER BY user_id, ts')
-        profiles = runner.warehouse.query(f'SELECT * FROM "{dataset}".profiles').set_index("user_id")
+        segments = runner.warehouse.query(f"SELECT * FROM {names.weekly_segments(dataset).sql} ORDER BY user_id, ts")
+        profiles = runner.warehouse.query(f"SELECT * FROM {names.profiles(dataset).sql}").set_index("user_id")
         tasks = [WeekTask(user, week, segments[(segments.user_id == user) & (segments.week <= week)],
                           profiles.loc[user, PROFILE_ATTRIBUTES].to_dict(),
                           stable_seed(spec.seed, dataset, user, week)) for user, week in weeks]

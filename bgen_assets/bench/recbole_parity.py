@@ -77,9 +77,10 @@ def recbole(events, epochs: int, home: Path) -> dict:
 
 
 def bert4rec_vs_recbole(runner, dataset: str = "tokyo", epochs: int = 5) -> dict:
+    from bgen_assets import names
     from bgen_assets.config import project
 
-    events = leave_one_out(runner.warehouse.query(f'SELECT * FROM "{dataset}".events'))
+    events = leave_one_out(runner.warehouse.query(f"SELECT * FROM {names.sql_model(dataset, 'events').sql}"))
     figures = {"ours": ours(events, epochs), "recbole": recbole(events, epochs, project().home)}
     return {**figures, "dataset": dataset, "epochs": epochs, "users": int(events.user_id.nunique()),
             "events": len(events), "threads": 1, **MODEL_SIZE,
