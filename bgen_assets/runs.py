@@ -27,7 +27,7 @@ from bgen_assets.assets.synthetic import SYNTHETIC_GROUP, generator_code_version
 from bgen_assets.assets.training import TRAINING_GROUP
 from bgen_assets.evaluation.gate import gate_verdict
 from bgen_assets.catalog import Catalog
-from bgen_assets.config import PROJECT_ROOT, Project
+from bgen_assets.config import POSTGRES_URL_VARIABLE, PROJECT_ROOT, ConfigError, DagsterSettings, Project
 from bgen_assets.partitions import users, weeks
 from bgen_assets.staleness import (PART_VISIBLE_TO_GENERATORS, input_version_prefix, partition_blocks, stale_users,
                                   user_week_status)
@@ -38,11 +38,16 @@ PID_TAG = "bgen/pid"   # the process running a run: a run whose process is gone 
 COMPUTE_METADATA = ("generate_seconds", "fit_seconds")  # time inside generators, as asset metadata
 
 
-def instance_settings(dagster_home: Path) -> dict:
-    """The repository's dagster_instance.yaml, with the event log's directory under `dagster_home`.
+def instance_settings(dagster_home: Path, dagster: DagsterSettings = DagsterSettings()) -> dict:
+    """The repository's dagster_instance.yaml, with the event log's directory under `dagster_home`,
+    or with run, event-log and schedule storage on PostgreSQL where the project declares it.
     Not named dagster.yaml: `dagster dev` run from the repository would warn that a dagster.yaml
     outside DAGSTER_HOME is ignored, though bgen copies its settings there."""
     settings = yaml.safe_load((PROJECT_ROOT / "dagster_instance.yaml").read_text())
+    if dagster.storage == "postgres":  # the URL stays in the environment: it may hold a password
+        del settings["event_log_storage"]
+        settings["storage"] = {"postgres": {"postgres_url": {"env": POSTGRES_URL_VARIABLE}}}
+        return settings
     settings["event_log_storage"]["config"] = {"base_dir": str(dagster_home / "history" / "runs")}
     return settings
 
@@ -55,9 +60,13 @@ def one_planned_event_per_run() -> None:
 
 def prepare_dagster_home(project: Project) -> str:
     """DAGSTER_HOME under the state directory, holding the instance settings (`instance_settings`)."""
+    if project.dagster.storage == "postgres" and not os.environ.get(POSTGRES_URL_VARIABLE, "").startswith("postgresql+"):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; dagster-postgres installs psycopg2
+        raise ConfigError(f"dagster.storage is postgres: set {POSTGRES_URL_VARIABLE} to the server's URL, naming "
+                          "the driver: postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE")
     home = project.home / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_settings(home), sort_keys=False))
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_settings(home, project.dagster), sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(home)
     one_planned_event_per_run()
     return str(home)

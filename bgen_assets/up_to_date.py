@@ -78,6 +78,8 @@ class UpToDate:
 
     def answer(self) -> dict | None:
         """What the command found last time, if nothing it depends on changed since."""
+        if self.project.dagster.storage != "sqlite":  # the fingerprint sees only Dagster's SQLite files
+            return None
         try:
             stored = json.loads(self.path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
