@@ -242,12 +242,15 @@ class Runner:
         tags = {PID_TAG: str(os.getpid())}
         if request.partition_range:
             tags[RANGE_START_TAG], tags[RANGE_END_TAG] = request.partition_range
-        selection = AssetSelection.assets(*request.keys).downstream() & AssetSelection.assets(*request.keys)
-        result = materialize(
-            [*self.defs.assets, *self.defs.asset_checks], selection=selection, instance=self.instance,
-            resources=self.defs.resources, raise_on_error=False, tags=tags,
-            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        )
+        run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        if self.project.dagster.executor == "celery":
+            from bgen_assets.cluster import execute_on_celery
+
+            result = execute_on_celery(self.project, self.catalog.models_dir, request.keys, self.instance, tags, run_config)
+        else:
+            selection = AssetSelection.assets(*request.keys).downstream() & AssetSelection.assets(*request.keys)
+            result = materialize([*self.defs.assets, *self.defs.asset_checks], selection=selection, instance=self.instance,
+                                 resources=self.defs.resources, raise_on_error=False, tags=tags, run_config=run_config)
         step_errors = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         if any(error.cls_name == "DagsterExecutionInterruptedError" for error in step_errors):
             raise KeyboardInterrupt  # Ctrl-C or SIGTERM reached the step: the command stops
