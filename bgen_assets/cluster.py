@@ -9,8 +9,10 @@ through its file lock (bgen_assets/warehouse.py); Dagster's storage must be one 
 (the state directory's SQLite files on one machine, PostgreSQL across machines).
 
 Broker and result backend are read from Celery's own variables, which the workers read too:
-CELERY_BROKER_URL and CELERY_RESULT_BACKEND (e.g. both redis://HOST:6379/0). The run's config
-names the variables, not their values, as it is stored with the run and the URLs may hold passwords."""
+CELERY_BROKER_URL and CELERY_RESULT_BACKEND (e.g. both redis://HOST:6379/0). The executor's
+configuration names the variables, not their values, as the URLs may hold passwords. Declared,
+the executor is also the code location's (bgen_assets/definitions.py): runs launched from the UI
+or the dagster CLI run their steps on the workers too."""
 
 from __future__ import annotations
 
@@ -19,14 +21,21 @@ from collections.abc import Collection, Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from dagster import (AssetKey, AssetSelection, DagsterInstance, Definitions, JobDefinition, build_reconstructable_job,
-                     define_asset_job, execute_job)
+from dagster import (AssetKey, AssetSelection, DagsterInstance, Definitions, ExecutorDefinition, JobDefinition,
+                     build_reconstructable_job, define_asset_job, execute_job)
 from dagster_celery import celery_executor
 
 from bgen_assets.config import ConfigError, Project
 
 CELERY_VARIABLES = {"broker": "CELERY_BROKER_URL", "backend": "CELERY_RESULT_BACKEND"}
 CELERY_JOB = "bgen_on_celery"
+
+
+def celery_executor_from_environment() -> ExecutorDefinition:
+    """dagster-celery's executor with broker and result backend named by their variables, read
+    when a run starts: the code location's executor (runs from the UI or the dagster CLI too)."""
+    return celery_executor.configured({setting: {"env": variable} for setting, variable in CELERY_VARIABLES.items()},
+                                      name="celery_from_environment")
 
 
 @lru_cache(maxsize=2)
@@ -40,12 +49,10 @@ def _definitions(project_json: str, models_dir: str) -> Definitions:
 
 
 def celery_job(project_json: str, models_dir: str, *keys: str) -> JobDefinition:
-    """The job of one run: the assets `keys` (user strings) and their checks, steps on Celery."""
-    defs = _definitions(project_json, models_dir)
-    job = define_asset_job(CELERY_JOB, AssetSelection.assets(*(AssetKey.from_user_string(key) for key in keys)),
-                           executor_def=celery_executor)
-    return Definitions(assets=defs.assets, asset_checks=defs.asset_checks, resources=defs.resources,
-                       jobs=[job]).resolve_job_def(CELERY_JOB)
+    """The job of one run: the assets `keys` (user strings) and their checks, on the project's
+    executor (Celery, as declared)."""
+    job = define_asset_job(CELERY_JOB, AssetSelection.assets(*(AssetKey.from_user_string(key) for key in keys)))
+    return Definitions.merge(_definitions(project_json, models_dir), Definitions(jobs=[job])).resolve_job_def(CELERY_JOB)
 
 
 def execute_on_celery(project: Project, models_dir: Path, keys: Collection[AssetKey], instance: DagsterInstance,
@@ -57,5 +64,4 @@ def execute_on_celery(project: Project, models_dir: Path, keys: Collection[Asset
                           "here and for the workers")
     job = build_reconstructable_job(__name__, celery_job.__name__, (
         project.model_dump_json(), str(models_dir), *(key.to_user_string() for key in keys)))
-    celery = {setting: {"env": variable} for setting, variable in CELERY_VARIABLES.items()}
-    return execute_job(job, instance, run_config={**run_config, "execution": {"config": celery}}, tags=tags)
+    return execute_job(job, instance, run_config=run_config, tags=tags)

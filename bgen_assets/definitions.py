@@ -54,10 +54,16 @@ def build_definitions(project: Project, catalog: Catalog | None = None) -> Defin
         schema_names.setdefault(key, f"seeds/{name}" if schema == "seeds" else name)
     upstream = {dep.asset_key for asset in tables for spec in asset.specs_by_key.values() for dep in spec.deps}
     leaves = set(schema_names) - upstream
+    executor = None  # Dagster's default
+    if project.dagster.executor == "celery":
+        from bgen_assets.cluster import celery_executor_from_environment
+
+        executor = celery_executor_from_environment()
     return Definitions(
         assets=assets,
         asset_checks=table_checks(catalog, schema_names, leaves),
         resources={"warehouse": Warehouse(path=str(project.warehouse_path)), "tracking": MlflowTracking.for_project(project.home)},
+        executor=executor,
     )
 
 
