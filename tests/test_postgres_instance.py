@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import psycopg2
+import pytest
 from dagster import AssetKey, DagsterInstance
 
-from bgen_assets.config import POSTGRES_URL_VARIABLE, PROJECT_ROOT, load_project
+from bgen_assets.config import POSTGRES_URL_VARIABLE, PROJECT_ROOT, ConfigError, load_project
+from bgen_assets.runs import instance_settings, prepare_dagster_home
 from bgen_assets.warehouse import Warehouse
 from conftest import SUBPROCESS_TIMEOUT, project_env, write_project
 from servers import postgres_server
@@ -35,8 +37,24 @@ def recorded(url: str, query: str) -> list[tuple]:
         return cursor.fetchall()
 
 
+def postgres_project(folder: Path, data: Path) -> Path:
+    return write_project(folder, data, lambda raw: raw.update(dagster={"storage": "postgres"}))
+
+
+def test_the_instance_names_the_url_variable_and_a_url_without_its_driver_is_refused(tmp_path, monkeypatch):
+    project = load_project(postgres_project(tmp_path, tmp_path))
+    settings = instance_settings(project.home / "dagster", project.dagster)
+    assert settings["storage"] == {"postgres": {"postgres_url": {"env": POSTGRES_URL_VARIABLE}}}
+    assert "event_log_storage" not in settings  # Dagster refuses both
+    for url in ("", "postgresql://bgen:hush-hush@127.0.0.1:5432/bgen"):  # unset; SQLAlchemy 2.1 would want psycopg 3
+        monkeypatch.setenv(POSTGRES_URL_VARIABLE, url)
+        with pytest.raises(ConfigError, match=f"{POSTGRES_URL_VARIABLE} .*postgresql\\+psycopg2://") as refused:
+            prepare_dagster_home(project)
+        assert "hush-hush" not in str(refused.value)
+
+
 def test_a_users_partitions_are_built_and_recorded_on_postgres(tmp_path, fixture_data, monkeypatch):
-    project_file = write_project(tmp_path, fixture_data, lambda raw: raw.update(dagster={"storage": "postgres"}))
+    project_file = postgres_project(tmp_path, fixture_data)
     project = load_project(project_file)
     with postgres_server() as server:
         monkeypatch.setenv(POSTGRES_URL_VARIABLE, server.dagster_url)  # for this process's instance below, as for the commands
