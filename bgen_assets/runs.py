@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import time
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -35,6 +36,7 @@ from bgen_assets.warehouse import Warehouse
 
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 PID_TAG = "bgen/pid"   # the process running a run: a run whose process is gone is marked failed
+HOST_TAG = "bgen/host"  # its machine: with storage shared by machines (PostgreSQL), only there can it be found
 COMPUTE_METADATA = ("generate_seconds", "fit_seconds")  # time inside generators, as asset metadata
 
 
@@ -162,9 +164,11 @@ def alive(pid: int) -> bool:
 
 def fail_dead_runs(instance: DagsterInstance) -> int:
     """Mark failed the runs still STARTED whose process is gone (killed with SIGKILL, say), so
-    the UI tells the truth; nothing waits on them (no pool slots are ever claimed)."""
+    the UI tells the truth; nothing waits on them (no pool slots are ever claimed). Only this
+    machine's runs: another machine's process ids mean nothing here."""
+    here = socket.gethostname()
     dead = [run for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-            if PID_TAG in run.tags and not alive(int(run.tags[PID_TAG]))]
+            if PID_TAG in run.tags and run.tags.get(HOST_TAG, here) == here and not alive(int(run.tags[PID_TAG]))]
     for run in dead:
         instance.report_run_failed(run, f"its process {run.tags[PID_TAG]} is gone (killed?)")
     return len(dead)
@@ -239,7 +243,7 @@ class Runner:
             return self._run(request)
 
     def _run(self, request: RunRequest) -> RunOutcome:
-        tags = {PID_TAG: str(os.getpid())}
+        tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         if request.partition_range:
             tags[RANGE_START_TAG], tags[RANGE_END_TAG] = request.partition_range
         run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}

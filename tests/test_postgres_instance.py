@@ -1,22 +1,24 @@
 """Dagster's run, event-log and schedule storage on PostgreSQL (`dagster.storage: postgres` in
 bgen_project.yml, the server's URL in BGEN_DAGSTER_POSTGRES_URL): `bgen build` and `bgen user`
-on the fixture project against a real server on loopback, then what the server recorded."""
+on the fixture project against a real server on loopback, then what the server recorded; and,
+storage being shared by machines, a command marks failed only its own machine's dead runs."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg2
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus
 
 from bgen_assets.config import POSTGRES_URL_VARIABLE, PROJECT_ROOT, ConfigError, load_project
-from bgen_assets.runs import instance_settings, prepare_dagster_home
+from bgen_assets.runs import HOST_TAG, PID_TAG, fail_dead_runs, instance_settings, prepare_dagster_home
 from bgen_assets.warehouse import Warehouse
-from conftest import SUBPROCESS_TIMEOUT, project_env, write_project
+from conftest import SUBPROCESS_TIMEOUT, project_env, project_instance, write_project
 from servers import postgres_server
 
 BGEN = Path(sys.executable).parent / "bgen"
@@ -90,3 +92,15 @@ def test_a_users_partitions_are_built_and_recorded_on_postgres(tmp_path, fixture
         assert not (home / "history").exists()
         assert server.password not in (home / "dagster.yaml").read_text()
         assert not any(server.password in json.dumps(body) for _, _, body in runs)
+
+
+def test_a_command_marks_failed_only_its_own_machines_dead_runs(tmp_path):
+    finished = subprocess.Popen(["true"])  # a process that has ended and been reaped: its id names none
+    finished.wait()
+    with project_instance(tmp_path) as instance:
+        for run_id, host in (("here", socket.gethostname()), ("elsewhere", "another-machine")):
+            instance.add_run(DagsterRun(job_name="bgen", run_id=run_id, status=DagsterRunStatus.STARTED,
+                                        tags={PID_TAG: str(finished.pid), HOST_TAG: host}))
+        assert fail_dead_runs(instance) == 1
+        assert instance.get_run_by_id("here").status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id("elsewhere").status == DagsterRunStatus.STARTED  # its process may run there
