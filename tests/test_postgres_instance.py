@@ -17,6 +17,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus
 
 from bgen_assets.config import POSTGRES_URL_VARIABLE, PROJECT_ROOT, ConfigError, load_project
 from bgen_assets.runs import HOST_TAG, PID_TAG, fail_dead_runs, instance_settings, prepare_dagster_home
+from bgen_assets.up_to_date import UpToDate
 from bgen_assets.warehouse import Warehouse
 from conftest import SUBPROCESS_TIMEOUT, project_env, project_instance, write_project
 from servers import postgres_server
@@ -89,6 +90,15 @@ def test_a_users_partitions_are_built_and_recorded_on_postgres(tmp_path, fixture
         home = project.home / "dagster"
         with DagsterInstance.from_config(str(home)) as instance:
             assert instance.get_materialized_partitions(SYNTHETIC) == synthetic
+            # the check that found nothing to do left an answer for the same command, which holds
+            # until Dagster's tables on the server change (here: a user registered)
+            for variable, value in project_env(project_file).items():
+                if variable.startswith("BGEN_"):
+                    monkeypatch.setenv(variable, value)  # the commands' environment: part of the fingerprint
+            last_answer = UpToDate(project, ["user", "tokyo", USER, "markov", None, project.scope])
+            assert last_answer.answer()["done"] == {"tokyo/weekly_segments": 0, SYNTHETIC.to_user_string(): 0}
+            instance.add_dynamic_partitions("tokyo_users", ["registered_elsewhere"])
+            assert last_answer.answer() is None
         assert not (home / "history").exists()
         assert server.password not in (home / "dagster.yaml").read_text()
         assert not any(server.password in json.dumps(body) for _, _, body in runs)
