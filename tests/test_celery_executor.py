@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from dagster import DagsterEventType
 
-from bgen_assets.cluster import CELERY_VARIABLES
-from bgen_assets.config import DagsterSettings, load_project
+from bgen_assets.cluster import CELERY_VARIABLES, execute_on_celery
+from bgen_assets.config import ConfigError, DagsterSettings, load_project
 from bgen_assets.runs import Runner
 from conftest import TOKYO_USERS, project_instance, write_project
 from servers import redis_server, stop, wait_until
@@ -91,3 +91,11 @@ def test_users_partitions_on_two_celery_workers_equal_an_in_process_run(tmp_path
         workers_per_run = [celery_workers_of(on_celery, run_id) for run_id in runs]
         assert all(workers_per_run)  # every run's steps (the asset's, its checks') went to the workers
         assert set().union(*workers_per_run) == set(WORKERS)
+
+
+def test_celery_without_its_variables_is_refused_naming_them(tmp_path, monkeypatch):
+    for variable in CELERY_VARIABLES.values():
+        monkeypatch.delenv(variable, raising=False)
+    project = load_project(write_project(tmp_path, tmp_path, lambda raw: raw.update(dagster={"executor": "celery"})))
+    with pytest.raises(ConfigError, match="set CELERY_BROKER_URL and CELERY_RESULT_BACKEND"):
+        execute_on_celery(project, project.declarations, [], instance=None, tags={}, run_config={})
