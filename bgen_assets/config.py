@@ -2,6 +2,7 @@
 
 Environment overrides: BGEN_HOME (state directory), BGEN_DATA_DIR (data directory),
 BGEN_SCOPE (which declared scope the demo uses), BGEN_MODEL_DIR (converted local models).
+BGEN_DAGSTER_POSTGRES_URL is the PostgreSQL server of `dagster.storage: postgres`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bgen_assets.domain import MINUTES_PER_DAY
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILE = Path(os.environ.get("BGEN_PROJECT", PROJECT_ROOT / "bgen_project.yml"))
 MODELS_DIR = PROJECT_ROOT / "models"
+POSTGRES_URL_VARIABLE = "BGEN_DAGSTER_POSTGRES_URL"
 
 
 class ConfigError(ValueError):
@@ -161,6 +163,19 @@ class PrivacyGate(StrictModel):
         0.75, ge=0.5, le=1, description="best cross-validated accuracy of the membership attacks allowed")
 
 
+class DagsterSettings(StrictModel):
+    """Where Dagster keeps its runs and events, and where a run's steps execute (README "Running on
+    a cluster"). The default needs no server. Server URLs come from environment variables, read
+    when Dagster connects: they may hold passwords, so they are never written to a file or a run."""
+
+    storage: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description=f"postgres: run, event-log and schedule storage on the PostgreSQL server at "
+        f"${POSTGRES_URL_VARIABLE} (dagster-postgres); sqlite: files under the state directory")
+    executor: Literal["in_process", "celery"] = Field(
+        "in_process", description="celery: each run's steps on Celery workers (dagster-celery) through the broker "
+        "at $CELERY_BROKER_URL, results at $CELERY_RESULT_BACKEND (e.g. both redis://HOST:6379/0)")
+
+
 class Project(StrictModel):
     state_dir: Path = Path(".bgen")
     data_dir: Path | None = None
@@ -173,6 +188,7 @@ class Project(StrictModel):
     scopes: dict[str, dict[str, ScopeSelection]]
     datasets: dict[str, Dataset]
     privacy_gate: PrivacyGate = PrivacyGate()
+    dagster: DagsterSettings = DagsterSettings()
 
     @field_validator("slot_minutes")
     @classmethod

@@ -38,10 +38,16 @@ def build_definitions(project: Project, catalog: Catalog | None = None) -> Defin
             assets += experiment_assets(project, catalog, dataset, spec)
         assets += [utility_results_asset(project, catalog, dataset, experiments), report_asset(project, dataset, generators)]
     tables = [asset for asset in assets if isinstance(asset, AssetsDefinition)]  # not the observed source files
+    executor = None  # Dagster's default
+    if project.dagster.executor == "celery":
+        from bgen_assets.cluster import celery_executor_from_environment
+
+        executor = celery_executor_from_environment()
     return Definitions(
         assets=assets,
         asset_checks=table_checks(catalog, tables),
         resources={"warehouse": Warehouse(path=str(project.warehouse_path)), "tracking": MlflowTracking.for_project(project.home)},
+        executor=executor,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import time
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,7 +29,7 @@ from bgen_assets.assets.synthetic import SYNTHETIC_GROUP, generator_code_version
 from bgen_assets.assets.training import TRAINING_GROUP
 from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.catalog import Catalog
-from bgen_assets.config import PROJECT_ROOT, Project
+from bgen_assets.config import POSTGRES_URL_VARIABLE, PROJECT_ROOT, ConfigError, DagsterSettings, Project
 from bgen_assets.dagster_adapter import stale_or_missing
 from bgen_assets.partitions import users, weeks
 from bgen_assets.staleness import (PART_VISIBLE_TO_GENERATORS, input_version_prefix, partition_blocks, stale_users,
@@ -37,14 +38,20 @@ from bgen_assets.warehouse import Warehouse
 
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 PID_TAG = "bgen/pid"   # the process running a run: a run whose process is gone is marked failed
+HOST_TAG = "bgen/host"  # its machine: with storage shared by machines (PostgreSQL), only there can it be found
 COMPUTE_METADATA = ("generate_seconds", "fit_seconds")  # time inside generators, as asset metadata
 
 
-def instance_settings(dagster_home: Path) -> dict:
-    """The repository's dagster_instance.yaml, with the event log's directory under `dagster_home`.
+def instance_settings(dagster_home: Path, dagster: DagsterSettings = DagsterSettings()) -> dict:
+    """The repository's dagster_instance.yaml, with the event log's directory under `dagster_home`,
+    or with run, event-log and schedule storage on PostgreSQL where the project declares it.
     Not named dagster.yaml: `dagster dev` run from the repository would warn that a dagster.yaml
     outside DAGSTER_HOME is ignored, though bgen copies its settings there."""
     settings = yaml.safe_load((PROJECT_ROOT / "dagster_instance.yaml").read_text())
+    if dagster.storage == "postgres":  # the URL stays in the environment: it may hold a password
+        del settings["event_log_storage"]
+        settings["storage"] = {"postgres": {"postgres_url": {"env": POSTGRES_URL_VARIABLE}}}
+        return settings
     settings["event_log_storage"]["config"] = {"base_dir": str(dagster_home / "history" / "runs")}
     return settings
 
@@ -57,9 +64,13 @@ def one_planned_event_per_run() -> None:
 
 def prepare_dagster_home(project: Project) -> str:
     """DAGSTER_HOME under the state directory, holding the instance settings (`instance_settings`)."""
+    if project.dagster.storage == "postgres" and not os.environ.get(POSTGRES_URL_VARIABLE, "").startswith("postgresql+"):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; dagster-postgres installs psycopg2
+        raise ConfigError(f"dagster.storage is postgres: set {POSTGRES_URL_VARIABLE} to the server's URL, naming "
+                          "the driver: postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE")
     home = project.home / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_settings(home), sort_keys=False))
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_settings(home, project.dagster), sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(home)
     one_planned_event_per_run()
     return str(home)
@@ -155,9 +166,11 @@ def alive(pid: int) -> bool:
 
 def fail_dead_runs(instance: DagsterInstance) -> int:
     """Mark failed the runs still STARTED whose process is gone (killed with SIGKILL, say), so
-    the UI tells the truth; nothing waits on them (no pool slots are ever claimed)."""
+    the UI tells the truth; nothing waits on them (no pool slots are ever claimed). Only this
+    machine's runs: another machine's process ids mean nothing here."""
+    here = socket.gethostname()
     dead = [run for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-            if PID_TAG in run.tags and not alive(int(run.tags[PID_TAG]))]
+            if PID_TAG in run.tags and run.tags.get(HOST_TAG, here) == here and not alive(int(run.tags[PID_TAG]))]
     for run in dead:
         instance.report_run_failed(run, f"its process {run.tags[PID_TAG]} is gone (killed?)")
     return len(dead)
@@ -232,15 +245,18 @@ class Runner:
             return self._run(request)
 
     def _run(self, request: RunRequest) -> RunOutcome:
-        tags = {PID_TAG: str(os.getpid())}
+        tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         if request.partition_range:
             tags[RANGE_START_TAG], tags[RANGE_END_TAG] = request.partition_range
-        selection = AssetSelection.assets(*request.keys).downstream() & AssetSelection.assets(*request.keys)
-        result = materialize(
-            [*self.defs.assets, *self.defs.asset_checks], selection=selection, instance=self.instance,
-            resources=self.defs.resources, raise_on_error=False, tags=tags,
-            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        )
+        run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        if self.project.dagster.executor == "celery":
+            from bgen_assets.cluster import execute_on_celery
+
+            result = execute_on_celery(self.project, self.catalog.models_dir, request.keys, self.instance, tags, run_config)
+        else:
+            selection = AssetSelection.assets(*request.keys).downstream() & AssetSelection.assets(*request.keys)
+            result = materialize([*self.defs.assets, *self.defs.asset_checks], selection=selection, instance=self.instance,
+                                 resources=self.defs.resources, raise_on_error=False, tags=tags, run_config=run_config)
         step_errors = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         if any(error.cls_name == "DagsterExecutionInterruptedError" for error in step_errors):
             raise KeyboardInterrupt  # Ctrl-C or SIGTERM reached the step: the command stops

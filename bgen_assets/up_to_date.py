@@ -10,18 +10,21 @@ at once; any difference, even one that changes nothing, takes the full check. Th
 stored only if it did not change while the full check ran, so a concurrent writer cannot make a
 stale state look checked.
 
-Light by design: standard library only (no Dagster, pandas or DuckDB)."""
+Light by design: standard library only (no Dagster, pandas or DuckDB), and psycopg2 where
+Dagster's storage is on PostgreSQL."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import sysconfig
+from contextlib import closing
 from pathlib import Path
 
-from bgen_assets.config import PROJECT_ROOT, Project
+from bgen_assets.config import POSTGRES_URL_VARIABLE, PROJECT_ROOT, Project
 
 CODE_SUFFIXES = {".py", ".j2", ".sql", ".yml", ".yaml", ".csv"}
 # Dagster's SQLite storage as bgen lays it out (bgen_assets/runs.py instance_settings): the queries
@@ -30,6 +33,8 @@ DAGSTER_STORAGE_QUERIES = {
     "history/runs.db": "SELECT max(id), max(update_timestamp) FROM runs",
     "history/runs/index.db": "SELECT (SELECT max(id) FROM event_logs), (SELECT max(id) FROM dynamic_partitions)",
 }
+DAGSTER_POSTGRES_QUERY = ("SELECT (SELECT max(id) FROM runs), (SELECT max(update_timestamp) FROM runs), "
+                          "(SELECT max(id) FROM event_logs), (SELECT max(id) FROM dynamic_partitions)")
 
 
 def _code_files(project: Project) -> list[Path]:
@@ -37,8 +42,25 @@ def _code_files(project: Project) -> list[Path]:
     return sorted({path for folder in folders for path in folder.rglob("*") if path.suffix in CODE_SUFFIXES})
 
 
+def _postgres_state() -> list | None:
+    """The same figures from Dagster's tables on PostgreSQL (`dagster.storage: postgres`); None where
+    they cannot be read (server down, no tables yet): the full check then meets the problem."""
+    import psycopg2
+
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not url:
+        return None
+    try:
+        with closing(psycopg2.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url),  # libpq: no driver
+                                      connect_timeout=10)) as connection, connection.cursor() as cursor:
+            cursor.execute(DAGSTER_POSTGRES_QUERY)
+            return [str(value) for value in cursor.fetchone()]
+    except psycopg2.Error:
+        return None
+
+
 def _storage_state(project: Project) -> list:
-    state = []
+    state = [["postgres", _postgres_state()]] if project.dagster.storage == "postgres" else []
     for name, query in DAGSTER_STORAGE_QUERIES.items():
         path = project.home / "dagster" / name
         if not path.exists():

@@ -18,6 +18,7 @@ from dagster import instance_for_test
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
 from bgen_assets.runs import Runner, instance_settings
+from servers import install_debian_package
 
 SHARED_DATA = Path(os.environ.get("BGEN_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
 SUBPROCESS_TIMEOUT = int(os.environ.get("BGEN_TEST_SUBPROCESS_TIMEOUT", "900"))  # generous: a slow machine is no bug
@@ -63,6 +64,13 @@ def write_project(folder: Path, data_dir: Path, edit=None) -> Path:
     path = folder / "bgen_project.yml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def project_env(project_file: Path) -> dict[str, str]:
+    """This process's environment for a `bgen` command on the project declared in `project_file`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BGEN_HOME", "BGEN_DATA_DIR", "BGEN_SCOPE", "DAGSTER_HOME")}
+    env["BGEN_PROJECT"] = str(project_file)
+    return env
 
 
 def read_gz_lines(path: Path) -> list[str]:
@@ -172,10 +180,7 @@ def chromium() -> str:
     10 minutes for another install's lock)."""
     found = shutil.which("chromium")
     if found is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
-            subprocess.run(["timeout", "900", *command, "-o", "DPkg::Lock::Timeout=600"], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
+        install_debian_package("chromium")
         found = shutil.which("chromium")
     assert found, "chromium is not on PATH after installing it"
     return found

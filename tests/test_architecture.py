@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bgen_assets"
 # Orchestration and Dagster assets: everything else is a library they build on.
 UPPER = ("bgen_assets.assets", "bgen_assets.definitions", "bgen_assets.runs", "bgen_assets.cli", "bgen_assets.workers",
-         "bgen_assets.staleness", "bgen_assets.up_to_date", "bgen_assets.bench", "bgen_assets.testing")
+         "bgen_assets.staleness", "bgen_assets.up_to_date", "bgen_assets.cluster", "bgen_assets.bench",
+         "bgen_assets.testing")
 GROUND_FLOOR = ("bgen_assets.domain", "bgen_assets.names", "bgen_assets.code_versions")
 
 
@@ -63,7 +64,7 @@ def test_every_kind_implements_the_contract_in_the_module_of_its_name():
     assert {spec.kind for spec in load_generator_specs()} <= set(KINDS)
 
 
-CREATED_BY_THE_README = {"models/nyc/events.sql"}  # its "Add a dataset" walkthrough writes it
+CREATED_BY_THE_README = {"models/nyc/events.sql", "models/generators/behaviorgen_vllm.yml"}  # examples it shows
 CITED = re.compile(r"(?<![\w/.$])((?:bgen_assets|models|prompts|tests|\.ci)/[\w./*-]*[\w*])")
 
 

@@ -7,7 +7,6 @@ retries must keep every writer from failing on DuckDB's single-writer file lock.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,17 +16,11 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from bgen_assets.config import PROJECT_ROOT, load_project
 from bgen_assets.runs import Runner
-from conftest import SUBPROCESS_TIMEOUT, TOKYO_USERS, write_project
+from conftest import SUBPROCESS_TIMEOUT, TOKYO_USERS, project_env, write_project
 
 BIN = Path(sys.executable).parent
 USERS = TOKYO_USERS[:2]  # "1004", "1032": both have real weeks in the fixture data
 LOCK_ERRORS = ("Could not set lock", "lock on file")
-
-
-def project_env(project_file: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("BGEN_HOME", "BGEN_DATA_DIR", "BGEN_SCOPE", "DAGSTER_HOME")}
-    env["BGEN_PROJECT"] = str(project_file)
-    return env
 
 
 def test_two_synthetic_partitions_in_parallel(tmp_path, fixture_data):

@@ -4,6 +4,7 @@ exist) and every `make` target resolves. The `bgen` lines themselves run in the 
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 import subprocess
@@ -22,7 +23,7 @@ def readme_commands() -> list[list[str]]:
             line = line.split(" #")[0].strip()
             for substituted in re.findall(r"\$\(([^)]*)\)", line):  # $(bgen home): a command too
                 commands.append(shlex.split(substituted))
-            line = re.sub(r"^([A-Z_]+=(\$\([^)]*\)|\S+)\s+)+", "", line)  # VAR=value prefixes
+            line = re.sub(r"^(export\s+)?([A-Z_]+=(\$\([^)]*\)|\S+)(\s+|$))+", "", line)  # VAR=value prefixes, exports
             if line and not line.startswith("#"):
                 commands.append(shlex.split(line))
     return commands
@@ -49,5 +50,8 @@ def test_every_readme_command_exists():
         if words[0] == "make":
             dry = subprocess.run(["make", "-n", *words[1:]], cwd=PROJECT_ROOT, capture_output=True, text=True)
             assert dry.returncode == 0, f"make {' '.join(words[1:])}: {dry.stderr}"
+        elif words[0].endswith("bin/celery"):  # a worker of the app the Celery executor sends steps to
+            app = words[words.index("-A") + 1]
+            assert words[words.index("-A") + 2] == "worker" and importlib.import_module(app).app, words
         else:
             assert words[0].endswith(("bin/bgen", "bin/dagster")), f"README command not checked here: {words}"

@@ -9,7 +9,6 @@ import html
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import requests
 
 from bgen_assets.config import PROJECT_ROOT
 from conftest import SUBPROCESS_TIMEOUT, headless_chromium, write_project
+from servers import free_port
 
 # A shell starts `make ui` with default signal handling. This pytest process was seen, late in a
 # full run, with SIGINT, SIGQUIT and SIGTERM ignored (SigIgn 0x80004006), and make keeps inherited
@@ -43,12 +43,6 @@ ASSETS_QUERY = """
   }
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def session_processes(sid: int) -> list[psutil.Process]:
