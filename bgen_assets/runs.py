@@ -206,7 +206,7 @@ class Runner:
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(path=str(self.project.warehouse_path))
+        return Warehouse.for_project(self.project)
 
     @property
     def graph(self):

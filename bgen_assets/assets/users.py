@@ -172,23 +172,19 @@ def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
     )
     def weekly_segments(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         requested = pd.DataFrame({"user_id": list(context.partition_keys)})
-        with warehouse.connect() as con:  # one short transaction: the SQL reads and writes the partitions
+        with warehouse.connect() as con:  # rows and versions read in one transaction, so they agree
             con.register("requested", requested)
             con.execute("BEGIN")
-            for table, sql in (("weekly_segments", segment_rows_sql(dataset)),
-                               ("weekly_segments_versions", segment_versions_sql(dataset))):
-                selected = f"SELECT * FROM ({sql}) WHERE user_id IN (SELECT user_id FROM requested)"
-                con.execute(f'CREATE TABLE IF NOT EXISTS "{dataset}"."{table}" AS {selected} LIMIT 0')
-                con.execute(f'DELETE FROM "{dataset}"."{table}" WHERE user_id IN (SELECT user_id FROM requested)')
-                con.execute(f'INSERT INTO "{dataset}"."{table}" {selected}')
-            versions = con.execute(f'SELECT user_id, version FROM "{dataset}".weekly_segments_versions '
-                                   "WHERE user_id IN (SELECT user_id FROM requested) ORDER BY user_id").df()
-            rows = con.execute(f'SELECT count(*) FROM "{dataset}".weekly_segments '
-                               "WHERE user_id IN (SELECT user_id FROM requested)").fetchone()[0]
+            tables = {table: con.sql(f"SELECT * FROM ({sql}) WHERE user_id IN (SELECT user_id FROM requested) "
+                                     "ORDER BY ALL").to_arrow_table()
+                      for table, sql in (("weekly_segments", segment_rows_sql(dataset)),
+                                         ("weekly_segments_versions", segment_versions_sql(dataset)))}
             con.execute("COMMIT")
+        warehouse.replace_partitions(dataset, tables, requested)
+        versions = tables["weekly_segments_versions"].select(["user_id", "version"]).to_pandas()
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(versions)),
-            metadata={"dagster/row_count": int(rows), "users": len(requested)},
+            metadata={"dagster/row_count": tables["weekly_segments"].num_rows, "users": len(requested)},
         )
 
     return weekly_segments
