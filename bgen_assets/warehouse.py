@@ -168,11 +168,9 @@ def _arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
 def _with_covers(rows: pa.Table, partitions: pd.DataFrame) -> pa.Table:
     """The rows and one `_covers` row per partition (its keys, nulls elsewhere), so that a table's
     own files say which partitions each write replaced, empty ones included."""
-    keys = pa.Table.from_pandas(partitions, preserve_index=False)
-    covers = pa.table({field.name: keys[field.name].cast(field.type) if field.name in keys.column_names
-                       else pa.nulls(len(keys), field.type) for field in rows.schema})
+    covers = _arrow(partitions)
     flags = pa.array([False] * len(rows) + [True] * len(covers))
-    return pa.concat_tables([rows, covers]).append_column(COVERS, flags)
+    return pa.concat_tables([rows, covers], promote_options="permissive").append_column(COVERS, flags)
 
 
 def _write_parquet(files: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
