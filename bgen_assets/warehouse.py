@@ -6,8 +6,8 @@ processes queue for the file instead of failing, and the kernel releases the loc
 holder dies (even by SIGKILL), so a killed run never leaves a claimed slot behind. Callers
 compute outside `connect()` (LLM calls, fits, training) and hold it only to read or write.
 
-Partitioned tables (weekly segments, synthetic events and their logs) do not go through that
-lock: each write stores one Parquet file per table under the storage root (a local directory,
+Partitioned tables (weekly segments, synthetic events and their logs) are written without that
+lock (a write takes it only for a moment afterwards, to check its views): each write stores one Parquet file per table under the storage root (a local directory,
 or any fsspec URL such as `s3://bucket/bgen`), each written to a temporary name and renamed,
 then one commit file that makes them visible together. DuckDB queries them through views in
 the warehouse file, which show, per partition, the rows of its latest committed write. So
@@ -19,7 +19,8 @@ number of writes (one per run), not of partitions:
     ROOT/SCHEMA/GROUP/_commits/WRITE.parquet   the write's partitions; its presence commits it
 
 GROUP is the first table of a write (e.g. `synthetic_markov` for it, its log and failures), and
-WRITE sorts in time order, so a partition's latest write is its largest WRITE.
+WRITE (wall-clock nanoseconds, then a random suffix) sorts in time order, so a partition's latest
+write is its largest WRITE; of two writes of one partition at once, the later started wins, whole.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ class Warehouse(ConfigurableResource):
                            appended: dict[str, pd.DataFrame] | None = None) -> None:
         """Replace the rows of the given partitions (one row per partition, its key columns) in
         each table of `frames`, and add the rows of `appended` to theirs (histories, which keep
-        what a partition's earlier builds wrote), all visible at once or not at all. Only the
-        views' creation, on a table's first write, opens the DuckDB file."""
+        what a partition's earlier builds wrote), all visible at once or not at all. The files are
+        written without a lock; then the DuckDB file is opened for a moment to check the views
+        (created on a table's first write)."""
         files, root = self.filesystem()
         group = f"{root}/{schema}/{next(iter(frames))}"
         write = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
@@ -138,9 +140,9 @@ class Warehouse(ConfigurableResource):
                 return
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             old = [table for table in replaced + appended if existing.get(table) == "BASE TABLE"]
+            on = ", ".join(f'"{key}"' for key in keys)
             for table in old:
                 rows = con.sql(f"SELECT * FROM {quoted(schema, table)}").to_arrow_table()
-                on = ", ".join(f'"{key}"' for key in keys)
                 covered = con.execute(f"SELECT DISTINCT {on} FROM {quoted(schema, table)}").df()
                 _write_parquet(files, f"{group}/{table}/{MIGRATED_WRITE}.parquet",
                                _with_covers(rows, covered) if table in replaced else rows)
