@@ -3,9 +3,10 @@
 Populations of 1x, 4x and 16x `BASE_USERS` users are drawn with replacement from the Tokyo
 users (one seeded draw, so each population contains the smaller ones), each drawn user's
 check-ins copied under a new id. Each population is built from an empty state directory with
-Markov, in a fresh process, with 1 and 2 workers; per stage: wall seconds and the peak resident
-memory of the process and its workers together (sampled every `SAMPLE_S`; shared pages count
-once per process, so an upper bound).
+Markov, in a fresh process, with 1 and 2 workers (timed once they have started); per stage: wall
+seconds and the peak resident memory of the process and its workers together (sampled every
+`SAMPLE_S`; shared pages count once per process, so an upper bound); and the size of the
+partitioned tables' Parquet files.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def build_population(folder: str, workers: int) -> dict:
     stages: dict = {}
     runner = Runner.for_project(scoped, DagsterInstance.get(), workers=workers)
     runner.start_workers()
+    if workers > 1:
+        runner.worker_pool().wait_started()  # their start-up is not a stage's work
     try:
         with measured(stages, "shared assets"):
             runner.build_shared([DATASET])
@@ -107,7 +110,8 @@ def build_population(folder: str, workers: int) -> dict:
             runner.evaluate_generators(DATASET, [GENERATOR])
     finally:
         runner.close()
-    return {"user_weeks_generated": generated, "stages": stages}
+    stored = sum(path.stat().st_size for path in Path(scoped.storage_root).rglob("*.parquet"))
+    return {"user_weeks_generated": generated, "stages": stages, "partitioned_tables_mb": round(stored / 2**20, 1)}
 
 
 def growth(runs: list[dict]) -> dict:
