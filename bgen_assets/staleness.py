@@ -2,7 +2,7 @@
 
 Dagster records one data version per step, so a run over many users' partitions cannot say
 whose input changed. bgen records each partition's input version beside its rows, in the same
-transaction: `DS.weekly_segments_versions` (one hash per user of its events, parts and profile)
+write: `DS.weekly_segments_versions` (one hash per user of its events, parts and profile)
 and the `input_version` column of `DS.synthetic_NAME_log` (the generator's code version, the
 data versions of its unpartitioned inputs and the user's segments version). Comparing them with
 the current versions is one SQL query per asset, however many partitions there are.
