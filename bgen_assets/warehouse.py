@@ -130,14 +130,18 @@ class Warehouse(ConfigurableResource):
         self._create_views(schema, group, list(frames), list(appended or {}), list(partitions.columns))
 
     def _create_views(self, schema: str, group: str, replaced: list[str], appended: list[str], keys: list[str]) -> None:
-        """The views over a write group's tables, where missing; a table of the same name (as
+        """The views over a write group's tables, where missing or reading another storage root (it
+        was changed: what is there is the tables' content now); a table of the same name (as
         written before the Parquet storage) becomes its group's first write."""
         files, _ = self.filesystem()
+        location = group if isinstance(files, LocalFileSystem) else files.unstrip_protocol(group)
         with self.connect() as con:
+            views = dict(con.execute("SELECT view_name, sql FROM duckdb_views() WHERE schema_name = ?", [schema]).fetchall())
+            read_here = f"{location}/".replace("'", "''")  # as the views' SQL quotes it
+            if all(read_here in views.get(table, "") for table in replaced + appended):
+                return
             existing = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
                                         "WHERE table_schema = ?", [schema]).fetchall())
-            if all(existing.get(table) == "VIEW" for table in replaced + appended):
-                return
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             old = [table for table in replaced + appended if existing.get(table) == "BASE TABLE"]
             on = ", ".join(f'"{key}"' for key in keys)
@@ -148,7 +152,6 @@ class Warehouse(ConfigurableResource):
                                _with_covers(rows, covered) if table in replaced else rows)
             if old:
                 _write_parquet(files, f"{group}/{COMMITS}/{MIGRATED_WRITE}.parquet", pa.table({"migrated_tables": old}))
-            location = group if isinstance(files, LocalFileSystem) else files.unstrip_protocol(group)
             con.execute("BEGIN")
             for table in old:
                 con.execute(f"DROP TABLE {quoted(schema, table)}")

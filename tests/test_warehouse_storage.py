@@ -73,6 +73,14 @@ def test_read_only_connections_read_the_views(tmp_path):
     assert (tmp_path / "partitions" / "ds" / "synthetic" / "_commits").is_dir()  # beside the file by default
 
 
+def test_another_storage_root_is_what_the_tables_show_after_its_first_write(tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+    write(Warehouse(path=path, storage=str(tmp_path / "first")), "u1", ["w1"], "first")
+    moved = Warehouse(path=path, storage=str(tmp_path / "second"))
+    write(moved, "u2", ["w1"], "second")
+    assert set(rows(moved, "synthetic_log")["label"]) == {"second"}
+
+
 def write_many(path: str, user: str, rounds: int) -> None:
     warehouse = Warehouse(path=path)
     for round_ in range(rounds):
