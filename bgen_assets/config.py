@@ -1,7 +1,8 @@
 """The project declaration (`bgen_project.yml`) as validated pydantic models.
 
 Environment overrides: BGEN_HOME (state directory), BGEN_DATA_DIR (data directory),
-BGEN_SCOPE (which declared scope the demo uses), BGEN_MODEL_DIR (converted local models).
+BGEN_SCOPE (which declared scope the demo uses), BGEN_MODEL_DIR (converted local models),
+BGEN_STORAGE (where partitioned tables' Parquet files live).
 BGEN_DAGSTER_POSTGRES_URL is the PostgreSQL server of `dagster.storage: postgres`.
 """
 
@@ -182,6 +183,8 @@ class Project(StrictModel):
     model_dir: Path | None = Field(default=None, description="converted local models; default STATE/models")
     declarations_dir: Path | None = Field(
         default=None, description="SQL models, seeds, generator and experiment declarations; default the repository's models/")
+    storage: str | None = Field(
+        default=None, description="partitioned tables' Parquet files: a directory or fsspec URL; default STATE/partitions")
     slot_minutes: int = Field(30, gt=0, le=240)
     split: Split = Split()
     scope: str = "demo"
@@ -215,6 +218,14 @@ class Project(StrictModel):
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def storage_root(self) -> str:
+        if self.storage is None:
+            return str(self.home / "partitions")
+        if "://" in self.storage or Path(self.storage).is_absolute():
+            return self.storage
+        return str((PROJECT_ROOT / self.storage).resolve())
 
     @property
     def model_cache(self) -> Path:
@@ -304,7 +315,7 @@ def load_project(path: Path = PROJECT_FILE, environ: dict[str, str] | None = Non
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration in {path}: the top level must be a mapping")
     overrides = {"state_dir": "BGEN_HOME", "data_dir": "BGEN_DATA_DIR", "scope": "BGEN_SCOPE",
-                 "model_dir": "BGEN_MODEL_DIR"}
+                 "model_dir": "BGEN_MODEL_DIR", "storage": "BGEN_STORAGE"}
     raw.update({key: env[var] for key, var in overrides.items() if env.get(var)})
     try:
         return Project.model_validate(raw)

@@ -46,7 +46,7 @@ def build_definitions(project: Project, catalog: Catalog | None = None) -> Defin
     return Definitions(
         assets=assets,
         asset_checks=table_checks(catalog, tables),
-        resources={"warehouse": Warehouse(path=str(project.warehouse_path)), "tracking": MlflowTracking.for_project(project.home)},
+        resources={"warehouse": Warehouse.for_project(project), "tracking": MlflowTracking.for_project(project.home)},
         executor=executor,
     )
 

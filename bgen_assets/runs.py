@@ -221,7 +221,7 @@ class Runner:
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(path=str(self.project.warehouse_path))
+        return Warehouse.for_project(self.project)
 
     @property
     def graph(self):
@@ -396,8 +396,7 @@ class Runner:
 
         spec = next(s for s in load_generator_specs(self.catalog.models_dir / "generators") if s.name == generator)
         prefix = input_version_prefix(self.instance, generator_code_version(spec), synthetic_inputs(dataset, spec))
-        return user_week_status(self.warehouse, dataset, names.synthetic_log(dataset, generator).name, prefix, user_ids,
-                                max_weeks)
+        return user_week_status(self.warehouse, dataset, generator, prefix, user_ids, max_weeks)
 
     def generate(self, dataset: str, generator: str, user_ids: list[str] | None, max_weeks: int | None) -> int:
         """The generator's stale or missing (user, week) partitions of the given users (None: all),

@@ -2,7 +2,7 @@
 
 Dagster records one data version per step, so a run over many users' partitions cannot say
 whose input changed. bgen records each partition's input version beside its rows, in the same
-transaction: `DS.weekly_segments_versions` (one hash per user of its events, parts and profile)
+write: `DS.weekly_segments_versions` (one hash per user of its events, parts and profile)
 and the `input_version` column of `DS.synthetic_NAME_log` (the generator's code version, the
 data versions of its unpartitioned inputs and the user's segments version). Comparing them with
 the current versions is one SQL query per asset, however many partitions there are.
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from dagster import AssetKey, DagsterInstance
 
+from bgen_assets import names
 from bgen_assets.assets.users import segment_versions_sql
 from bgen_assets.warehouse import Warehouse, table_exists
 
@@ -44,8 +45,9 @@ def input_version(prefix: str, segments_version: str) -> str:
 
 def stale_users(warehouse: Warehouse, dataset: str, users: list[str] | None) -> list[str]:
     """Users whose weekly segments are missing or differ from what their events and profile give now."""
-    recorded = table_exists(warehouse, dataset, "weekly_segments_versions")
-    join = f'LEFT JOIN "{dataset}".weekly_segments_versions r USING (user_id)' if recorded else ""
+    versions = names.weekly_segments_versions(dataset)
+    recorded = table_exists(warehouse, versions.schema, versions.name)
+    join = f"LEFT JOIN {versions.sql} r USING (user_id)" if recorded else ""
     differs = "r.version IS DISTINCT FROM c.version" if recorded else "true"
     return warehouse.query(
         f"SELECT c.user_id FROM ({segment_versions_sql(dataset)}) c {join} "
@@ -53,23 +55,24 @@ def stale_users(warehouse: Warehouse, dataset: str, users: list[str] | None) -> 
     )["user_id"].tolist()
 
 
-def user_week_status(warehouse: Warehouse, dataset: str, log_table: str, prefix: str,
+def user_week_status(warehouse: Warehouse, dataset: str, generator: str, prefix: str,
                      users: list[str] | None, max_weeks: int | None) -> pd.DataFrame:
     """Every real week a generator may condition on of the given users (None: all), with `wanted`
     (among the user's first `max_weeks` weeks) and `stale` (wanted, and the log has no row, a failed
     row, retried on the next run, or a row built from other inputs)."""
-    logged = table_exists(warehouse, dataset, log_table)
-    join = f'LEFT JOIN "{dataset}"."{log_table}" l USING (user_id, week)' if logged else ""
+    log = names.synthetic_log(dataset, generator)
+    logged = table_exists(warehouse, log.schema, log.name)
+    join = f"LEFT JOIN {log.sql} l USING (user_id, week)" if logged else ""
     outdated = "l.user_id IS NULL OR l.status = 'failed' OR l.input_version IS DISTINCT FROM md5(? || v.version)" \
         if logged else "true"
     return warehouse.query(
         f"""WITH weeks AS (
               SELECT user_id, week, bool_and(part IN {PART_VISIBLE_TO_GENERATORS}) AS visible,
                      row_number() OVER (PARTITION BY user_id ORDER BY week) AS nth
-              FROM "{dataset}".weekly_segments WHERE ? IS NULL OR list_contains(?, user_id) GROUP BY user_id, week)
+              FROM {names.weekly_segments(dataset).sql} WHERE ? IS NULL OR list_contains(?, user_id) GROUP BY user_id, week)
             SELECT w.user_id, w.week, (? IS NULL OR w.nth <= ?) AS wanted,
                    (? IS NULL OR w.nth <= ?) AND ({outdated}) AS stale
-            FROM weeks w JOIN "{dataset}".weekly_segments_versions v USING (user_id) {join}
+            FROM weeks w JOIN {names.weekly_segments_versions(dataset).sql} v USING (user_id) {join}
             WHERE w.visible ORDER BY w.user_id, w.week""",
         [users, users, max_weeks, max_weeks, max_weeks, max_weeks, *([prefix] if logged else [])],
     )

@@ -4,7 +4,8 @@ costs seconds, answering "still up to date" need not.
 When a command finds nothing to do, it stores a fingerprint of everything its answer depends on:
 its own arguments, the project's declaration, the code and declaration files (content), the BGEN_* environment,
 the installed packages (their folder), the raw data files (size and time, as the source observation
-sees an edit), the warehouse file and Dagster's run and event storage
+sees an edit), the warehouse file, the partitioned tables' commit folders (a local storage root's;
+every write adds a file there) and Dagster's run and event storage
 (their last run, event and dynamic partition). The same command on the same fingerprint answers
 at once; any difference, even one that changes nothing, takes the full check. The fingerprint is
 stored only if it did not change while the full check ran, so a concurrent writer cannot make a
@@ -70,7 +71,9 @@ def _storage_state(project: Project) -> list:
             state.append([name, list(connection.execute(query).fetchone())])
     raw_files = [project.data_directory / source.file for dataset in project.datasets.values()
                  for source in dataset.sources.values()]
-    for path in (project.warehouse_path, project.warehouse_path.with_name(project.warehouse_path.name + ".wal"), *raw_files):
+    commits = sorted(Path(project.storage_root).glob("*/*/_commits")) if "://" not in project.storage_root else []
+    for path in (project.warehouse_path, project.warehouse_path.with_name(project.warehouse_path.name + ".wal"),
+                 *raw_files, *commits):
         stat = path.stat() if path.exists() else None
         state.append([str(path), stat and [stat.st_size, stat.st_mtime_ns, stat.st_ino]])
     return state

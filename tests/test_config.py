@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from bgen_assets.config import PROJECT_FILE, ConfigError, load_project
+from bgen_assets.config import PROJECT_FILE, PROJECT_ROOT, ConfigError, load_project
 
 
 def write(tmp_path, change) -> object:
@@ -25,6 +25,16 @@ def test_environment_overrides_state_and_data_dirs(tmp_path):
     assert project.home == tmp_path / "h"
     assert project.data_directory == tmp_path
     assert project.warehouse_path == tmp_path / "h" / "warehouse.duckdb"
+    assert project.storage_root == str(tmp_path / "h" / "partitions")
+
+
+@pytest.mark.parametrize(("storage", "root"), [
+    ("s3://bucket/bgen", "s3://bucket/bgen"),
+    ("/data/bgen", "/data/bgen"),
+    ("shards/a", str(PROJECT_ROOT / "shards" / "a")),  # relative to the repository, like state_dir
+])
+def test_the_storage_root_of_partitioned_tables_is_declared_or_overridden(storage, root):
+    assert load_project(environ={"BGEN_STORAGE": storage}).storage_root == root
 
 
 @pytest.mark.parametrize(

@@ -168,7 +168,7 @@ def segments_code_version() -> str:
 
 
 def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
-    relation = names.weekly_segments(dataset)
+    relation, versions_table = names.weekly_segments(dataset), names.weekly_segments_versions(dataset).name
 
     @asset(
         key=relation.key,
@@ -178,7 +178,7 @@ def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
         group_name=USERS_GROUP,
         description="Users' events labelled with their calendar week (the generation unit) and their "
         "experiment part, one partition per user. Each user's version (a hash of the user's events, parts "
-        f"and profile) is kept in `{dataset}.{names.weekly_segments_versions(dataset).name}`, so a change to one user makes only "
+        f"and profile) is kept in `{dataset}.{versions_table}`, so a change to one user makes only "
         "that user's synthetic partitions stale.",
         code_version=segments_code_version(),
         metadata=schema_entry(relation.name),
@@ -186,23 +186,19 @@ def weekly_segments_asset(project: Project, dataset: str) -> AssetsDefinition:
     )
     def weekly_segments(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         requested = pd.DataFrame({"user_id": list(context.partition_keys)})
-        with warehouse.connect() as con:  # one short transaction: the SQL reads and writes the partitions
+        with warehouse.connect() as con:  # rows and versions read in one transaction, so they agree
             con.register("requested", requested)
             con.execute("BEGIN")
-            for table, sql in (("weekly_segments", segment_rows_sql(dataset)),
-                               ("weekly_segments_versions", segment_versions_sql(dataset))):
-                selected = f"SELECT * FROM ({sql}) WHERE user_id IN (SELECT user_id FROM requested)"
-                con.execute(f'CREATE TABLE IF NOT EXISTS "{dataset}"."{table}" AS {selected} LIMIT 0')
-                con.execute(f'DELETE FROM "{dataset}"."{table}" WHERE user_id IN (SELECT user_id FROM requested)')
-                con.execute(f'INSERT INTO "{dataset}"."{table}" {selected}')
-            versions = con.execute(f'SELECT user_id, version FROM "{dataset}".weekly_segments_versions '
-                                   "WHERE user_id IN (SELECT user_id FROM requested) ORDER BY user_id").df()
-            rows = con.execute(f'SELECT count(*) FROM "{dataset}".weekly_segments '
-                               "WHERE user_id IN (SELECT user_id FROM requested)").fetchone()[0]
+            tables = {table: con.sql(f"SELECT * FROM ({sql}) WHERE user_id IN (SELECT user_id FROM requested) "
+                                     "ORDER BY ALL").to_arrow_table()
+                      for table, sql in ((relation.name, segment_rows_sql(dataset)),
+                                         (versions_table, segment_versions_sql(dataset)))}
             con.execute("COMMIT")
+        warehouse.replace_partitions(dataset, tables, requested)
+        versions = tables[versions_table].select(["user_id", "version"]).to_pandas()
         return MaterializeResult(
             data_version=DataVersion(frame_fingerprint(versions)),
-            metadata={"dagster/row_count": int(rows), "users": len(requested)},
+            metadata={"dagster/row_count": tables[relation.name].num_rows, "users": len(requested)},
         )
 
     return weekly_segments

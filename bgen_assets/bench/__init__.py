@@ -22,6 +22,7 @@ from bgen_assets.bench.llm_client import client_throughput
 from bgen_assets.bench.llm_weeks import behaviorgen_pass_at_1, local_llm, tokens_per_event
 from bgen_assets.bench.noop_user import noop_user
 from bgen_assets.bench.recbole_parity import bert4rec_vs_recbole
+from bgen_assets.bench.scaling import scaling
 from bgen_assets.config import project
 
 
@@ -60,6 +61,7 @@ BENCHMARKS = {
     "full_scale": full_scale,
     "full_run": full_run,
     "noop_user": noop_user,
+    "scaling": scaling,
 }
 ON_REQUEST = ("full_run",)  # an hour or more: only with ONLY=full_run
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), default=None)
     args = parser.parse_args(argv)
     selected = args.only or [name for name in BENCHMARKS if name not in ON_REQUEST]
-    runner = None if set(selected) <= {"full_scale", "full_run"} else _runner()  # these start from empty states of their own
+    runner = None if set(selected) <= {"full_scale", "full_run", "scaling"} else _runner()  # these start from empty states of their own
     for name in selected:
         record(name, BENCHMARKS[name](runner))
     print(f"results: {results_path()}")

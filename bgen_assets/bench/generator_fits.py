@@ -75,7 +75,7 @@ def measure(name: str, scale: str) -> dict:
     """Fit and generate one declared generator at one scale, in this process."""
     spec = next(s for s in load_generator_specs() if s.name == name)
     kind = generator_kind(spec.kind)
-    warehouse = Warehouse(path=str(project().warehouse_path))
+    warehouse = Warehouse.for_project(project())
     events = population(warehouse, scale)
     tasks, real = tasks_and_next_weeks(events, spec.seed)
     context = generation_context(project(), DATASET, warehouse)
