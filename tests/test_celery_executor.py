@@ -47,10 +47,12 @@ def synthetic_rows(runner: Runner) -> pd.DataFrame:
 
 
 def forget_users(runner: Runner) -> None:
-    """The users' synthetic partitions gone from the warehouse: all are missing again."""
-    with runner.warehouse.connect() as con:
-        for table in ("synthetic_markov", "synthetic_markov_log"):
-            con.execute(f"DELETE FROM tokyo.{table} WHERE list_contains(?, user_id)", [USERS])
+    """The users' synthetic partitions replaced by nothing: all are missing again."""
+    tables = ("synthetic_markov", "synthetic_markov_log")
+    empty = {table: runner.warehouse.query(f"SELECT * FROM tokyo.{table} LIMIT 0") for table in tables}
+    logged = runner.warehouse.query("SELECT user_id, week FROM tokyo.synthetic_markov_log WHERE list_contains(?, user_id)",
+                                    [USERS])
+    runner.warehouse.replace_partitions("tokyo", empty, logged)
 
 
 def celery_workers_of(runner: Runner, run_id: str) -> set[str]:
