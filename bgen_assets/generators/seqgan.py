@@ -30,6 +30,8 @@ at a time, so a week does not depend on what else is generated with it).
 
 from __future__ import annotations
 
+from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -60,35 +62,30 @@ class SeqGANConfig:
     threads: int = Field(1, ge=1)
 
 
+def _networks():
+    """The networks module, imported (with torch) on first use."""
+    return import_module("bgen_assets.generators.seqgan_networks")
+
+
 class SeqGAN(GeneratorKind):
     Params = SeqGANConfig
 
-    def code_files(self):
-        from pathlib import Path
-
+    def code_files(self) -> list[Path]:
         return [Path(__file__), Path(__file__).with_name("seqgan_networks.py")]
 
     def fit(self, population_events: pd.DataFrame, params: SeqGANConfig, seed: int,
             context: GenerationContext) -> pd.DataFrame:
-        from bgen_assets.generators import seqgan_networks
-
-        return seqgan_networks.fit(population_events, params, context.slot_minutes, seed)
+        return _networks().fit(population_events, params, context.slot_minutes, seed)
 
     def from_table(self, table: pd.DataFrame) -> FittedSeqGAN:
-        from bgen_assets.generators import seqgan_networks
-
-        return seqgan_networks.from_table(table)
+        return _networks().from_table(table)
 
     def model_metadata(self, model: FittedSeqGAN) -> dict:
-        from bgen_assets.generators import seqgan_networks
-
-        return seqgan_networks.model_metadata(model)
+        return _networks().model_metadata(model)
 
     def generate_weeks(self, model: FittedSeqGAN, tasks: list[WeekTask], params: SeqGANConfig,
                        context: GenerationContext) -> list[WeekResult]:
-        from bgen_assets.generators import seqgan_networks
-
-        return seqgan_networks.generate_weeks(model, tasks, context.slot_minutes)
+        return _networks().generate_weeks(model, tasks, context.slot_minutes)
 
 
 KIND = SeqGAN()
