@@ -9,11 +9,14 @@ Every scenario is scored on the same real test events: each individual user's `t
   finetune      the real-only population model fine-tuned per user on the user's real train part
   limited       ... on the user's first `limited_records` train events only
   replacement   ... on the user's synthetic weeks only (conditioned on the train part); no real
-                data of the user enters this fine-tune, so it runs a fixed `max_epochs` with no
-                validation-based stopping
+                event of the user is trained on: its real validation part only chooses when to stop
   augmentation  ... on the limited events + the synthetic weeks conditioned on them only
 
-Fine-tunes other than replacement stop early on the user's real validation part. A user with no
+Every training stops early on real validation data (the population's last events, each user's
+validation part), so none runs a fixed epoch count. Each is repeated for the declaration's
+`seeds` training seeds (the tables' intervals cover them). How synthetic data enters a training
+with real data (pretraining and augmentation) is the declaration's `synthetic`: its loss weight,
+and whether it is mixed in or trained on first (SyntheticUse). A user with no
 synthetic week for a generator keeps the pretrained model in the replacement and limited-only
 model in the augmentation scenario (there is nothing to fine-tune on): tables pool every
 individual user in scope either way, and `users_with_data` says how many had synthetic weeks.
@@ -44,6 +47,17 @@ class ExperimentScope(StrictModel):
     build: bool = True
     max_pretrain_users: int | None = Field(default=None, gt=0, description="a seeded sample of population users")
     max_epochs: int | None = Field(default=None, gt=0, description="caps pretraining and fine-tuning epochs")
+    seeds: int | None = Field(default=None, gt=0, description="overrides the declaration's number of training seeds")
+
+
+class SyntheticUse(StrictModel):
+    """How synthetic weeks enter a training together with real events (pretraining augmentation,
+    fine-tuning augmentation); replacement trains on synthetic weeks alone either way."""
+
+    weight: float = Field(1.0, ge=0, description="loss = CE(real) + weight * CE(synthetic)")
+    schedule: Literal["mixed", "synthetic_first"] = Field(
+        "mixed", description="mixed: one training on both; synthetic_first: train on the synthetic weeks, then "
+        "continue from that model on the real events (each stage stopping early on real validation data)")
 
 
 class ExperimentSpec(BaseModel):
@@ -59,6 +73,8 @@ class ExperimentSpec(BaseModel):
                                                description="pituning: l2sp, kl, alpha; behaviorlm: per_stratum")
     anchor_share: float = Field(0.8, gt=0, le=1)
     generators: list[str]
+    seeds: int = Field(1, gt=0, description="training seeds pretrain.seed, pretrain.seed + 1, ...")
+    synthetic: SyntheticUse = SyntheticUse()
     scope: dict[str, ExperimentScope] = Field(default_factory=dict)
 
     @field_validator("backbone")
@@ -80,6 +96,12 @@ class ExperimentSpec(BaseModel):
             pretrain = dataclasses.replace(pretrain, max_epochs=min(pretrain.max_epochs, cap))
             finetune = dataclasses.replace(finetune, max_epochs=min(finetune.max_epochs, cap))
         return pretrain, finetune
+
+    def seeded_configs(self, scope: str) -> list[tuple[PredictorConfig, PredictorConfig]]:
+        """`configs(scope)` once per training seed of the scope."""
+        pretrain, finetune = self.configs(scope)
+        return [(dataclasses.replace(pretrain, seed=pretrain.seed + i), dataclasses.replace(finetune, seed=pretrain.seed + i))
+                for i in range(self.scoped(scope).seeds or self.seeds)]
 
 
 def load_experiment_specs(folder=MODELS_DIR / "experiments") -> list[ExperimentSpec]:
@@ -127,26 +149,42 @@ class Scorer:
             models = dict.fromkeys(frame["user_id"].unique(), models)
         parts = [models[user].predict(events) for user, events in frame.groupby("user_id", sort=True) if user in models]
         if not parts:  # the scope selects no individual user
-            return metrics.score([], [], np.empty((0, 0)), [], self.anchors), pd.DataFrame(columns=["user_id", *metrics.METRICS, *metrics.COUNTS])
+            return metrics.score([], [], np.empty((0, 0)), [], self.anchors), pd.DataFrame(columns=["user_id", *metrics.METRICS, *metrics.COUNTS, "intent_counts"])
         predictions = Predictions(pd.concat([p.frame for p in parts], ignore_index=True),
                                   np.concatenate([p.scores for p in parts]), parts[0].intents)
         return metrics.evaluate(predictions, self.anchors)
 
 
+def with_synthetic(use: SyntheticUse, sources: dict[str, pd.DataFrame], init: TrainedPredictor | None,
+                   train: Callable[..., TrainedPredictor]) -> TrainedPredictor:
+    """`train(sources, init, source_weights)` as `use` declares: one training on all sources with
+    the synthetic loss weighted, or (synthetic_first) one on the synthetic source and then one on
+    the others starting from its model."""
+    weights = {"synthetic": use.weight}
+    if use.schedule == "synthetic_first" and "synthetic" in sources and len(sources) > 1:
+        first = train({"synthetic": sources["synthetic"]}, init, weights)
+        return train({name: frame for name, frame in sources.items() if name != "synthetic"}, first, weights)
+    return train(sources, init, weights)
+
+
 def fine_tune(spec: ExperimentSpec, config: PredictorConfig, population: TrainedPredictor,
               train: dict[str, pd.DataFrame], valid: pd.DataFrame | None, anchors: list[str],
               on_epoch: Callable | None = None) -> TrainedPredictor:
-    """The declared individual stage for one user."""
+    """The declared individual stage for one user, synthetic data used as declared (a
+    synthetic_first PITuning stage is anchored to the model of the synthetic stage)."""
     from bgen_assets.predictors import behaviorlm, pituning
     from bgen_assets.predictors.core import fit
 
-    if spec.individual_stage == "pituning":
-        return pituning.fit_individual(population, train, valid, config=config, on_epoch=on_epoch,
-                                       **spec.individual_options)
-    if spec.individual_stage == "behaviorlm":
-        return behaviorlm.progressive_fit(config, train, valid, init=population, anchors=anchors,
-                                          on_epoch=on_epoch, **spec.individual_options)
-    return fit(config, train, valid, init=population, on_epoch=on_epoch)
+    def stage(sources: dict[str, pd.DataFrame], init: TrainedPredictor, source_weights: dict) -> TrainedPredictor:
+        if spec.individual_stage == "pituning":
+            return pituning.fit_individual(init, sources, valid, config=config, on_epoch=on_epoch,
+                                           source_weights=source_weights, **spec.individual_options)
+        if spec.individual_stage == "behaviorlm":
+            return behaviorlm.progressive_fit(config, sources, valid, init=init, anchors=anchors, on_epoch=on_epoch,
+                                              source_weights=source_weights, **spec.individual_options)
+        return fit(config, sources, valid, init=init, on_epoch=on_epoch, source_weights=source_weights)
+
+    return with_synthetic(spec.synthetic, train, population, stage)
 
 
 def scenario_training_data(scenario: str, user_events: pd.DataFrame, synthetic: pd.DataFrame
@@ -161,7 +199,7 @@ def scenario_training_data(scenario: str, user_events: pd.DataFrame, synthetic: 
     elif scenario == "limited":
         sources, valid_rows = {"real": limited}, valid
     elif scenario == "replacement":
-        sources, valid_rows = {"synthetic": synthetic[synthetic["use"] == "finetune"].assign(target=True)}, None
+        sources, valid_rows = {"synthetic": synthetic[synthetic["use"] == "finetune"].assign(target=True)}, valid
     elif scenario == "augmentation":
         weeks = synthetic[synthetic["limited"]].assign(target=True)
         sources, valid_rows = ({"real": limited, "synthetic": weeks} if len(weeks) else {}), valid

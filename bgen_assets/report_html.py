@@ -18,7 +18,8 @@ import pandas as pd
 
 from bgen_assets.config import Project
 from bgen_assets.generators import GeneratorSpec
-from bgen_assets.results import NOTE_ONE_INTENT, NOTES, TABLE_METRICS, TABLES, formatted, utility_tables
+from bgen_assets.intervals import LEVEL
+from bgen_assets.results import NOTE_ONE_INTENT, NOTES, TABLE_METRICS, TABLES, formatted, interval_legend, utility_tables
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
 SOURCE_FILES = (TEMPLATE, Path(__file__))   # what decides the report's content: its code version
@@ -117,8 +118,10 @@ def figure_pngs(fidelity: pd.DataFrame, scores: pd.DataFrame, real: pd.DataFrame
             labels = [f"{row} (one intent)" if note == NOTE_ONE_INTENT else row
                       for row, note in zip(chosen["row"], chosen["note"])]
             title = f"{TABLES[table]}: predictor {experiment}, pooled over the individual users' test events"
+            bounds = [f"{metric}_{side}" for metric in TABLE_METRICS for side in ("low", "high")]
             pngs[f"utility_{table}_{experiment}.png"] = plots.png(plots.utility_figure(
-                chosen.set_axis(labels)[list(TABLE_METRICS)], title))
+                chosen.set_axis(labels)[list(TABLE_METRICS)], f"{title}\n(bars: {LEVEL:.0%} intervals)",
+                chosen.set_axis(labels)[bounds]))
     population = real.loc[real["role"] == "population", "intent"]
     for generator, events in synthetic.items():
         if len(events):
@@ -145,6 +148,7 @@ def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpe
         models=[(spec.name, model_used(spec)) for spec in specs if spec.name in built],
         utility=[(TABLES[name], html(formatted(table)), sorted(n for n in pngs if n.startswith(f"utility_{name}_")))
                  for name, table in tables.items()],
+        interval_legend=interval_legend(),
         notes={note: NOTES[note] for note in sorted({n for table in tables.values() for n in table["note"] if n})},
         ablation=html(ablation) if len(ablation) else "",
         ablation_missing=[v for v in ABLATION_VARIANTS if v not in set(fidelity.get("generator", ()))],

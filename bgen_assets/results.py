@@ -1,20 +1,25 @@
-"""The BehaviorGen paper's result tables (Tables 1-3) from the pooled predictor scores of every
-experiment of a dataset (rows of `DS.NAME_real` and `DS.NAME_with_GEN` whose user_id is `all`).
+"""The BehaviorGen paper's result tables (Tables 1-3) from the predictor scores of every experiment
+of a dataset (`DS.NAME_real` and `DS.NAME_with_GEN`), each figure with its 95% interval: a paired
+bootstrap over the scored users and the training seeds (bgen_assets/intervals.py).
 
   Table 1, pretraining augmentation: real only vs real + each generator; change in % of real only.
   Table 2, fine-tuning replacement: pretrained, real-finetuned, each generator's synthetic-finetuned;
            replacement rate = (synthetic - pretrained) / (real - pretrained), in %.
   Table 3, fine-tuning augmentation: limited real vs limited real + each generator; change in %.
 
-A figure the data cannot support is left empty with a note saying why: a generator row of a
-scenario in which no user had synthetic weeks, and a change or rate involving a predictor that
-ranks one intent first for every target (`predicted_intents` 1).
+A figure is the mean over training seeds of the figure pooled over all scored users' test
+targets; a change or rate is computed from those means, and its interval from the same draws of
+users and seeds for every arm. A figure the data cannot support is left empty with a note saying
+why: a generator row of a scenario in which no user had synthetic weeks, and a change or rate
+involving a predictor that ranks one intent first for every target (`predicted_intents` 1).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from bgen_assets.intervals import LEVEL, Estimate, PairedBootstrap
 
 TABLE_METRICS = ("precision", "recall", "ndcg@3", "ndcg@5")
 TABLES = {
@@ -24,28 +29,31 @@ TABLES = {
 }
 
 
-def _percent(new: pd.Series, reference: pd.Series) -> pd.Series:
-    return 100 * (new - reference) / reference.replace(0, np.nan)
+def _percent(new, reference):
+    return 100 * (new - reference) / np.where(reference == 0, np.nan, reference)
 
 
-def _replacement_rate(synthetic: pd.Series, pretrained: pd.Series, real: pd.Series) -> pd.Series:
-    return 100 * (synthetic - pretrained) / (real - pretrained).replace(0, np.nan)
+def _replacement_rate(synthetic, pretrained, real):
+    difference = real - pretrained
+    return 100 * (synthetic - pretrained) / np.where(difference == 0, np.nan, difference)
 
 
-def _rows(pooled: pd.DataFrame, experiment: str, scenario: str, generator: str | None = None) -> pd.DataFrame:
-    chosen = pooled[(pooled["experiment"] == experiment) & (pooled["scenario"] == scenario)]
-    return chosen if generator is None else chosen[chosen["generator"] == generator]
+def _same(figure):
+    return figure
 
 
 NOTE_ONE_INTENT, NOTE_NOT_COMPARABLE, NOTE_NO_SYNTHETIC = "one intent", "not comparable", "no synthetic data"
 NOTES = {  # a row's note -> what it means (the report's legend)
     NOTE_ONE_INTENT: "the predictor ranks one intent first for every target, or recalls no better than doing so "
-                     "(macro recall <= 1 / intents): its scores say nothing about the data it was trained on",
+                     "(macro recall <= 1 / intents), with some training seed: its scores say nothing about the data "
+                     "it was trained on",
     NOTE_NOT_COMPARABLE: "a change or rate involving such a predictor is not computed",
     NOTE_NO_SYNTHETIC: "no user in scope had synthetic weeks for this scenario, so every one kept a model trained "
                        "without them: not a result of the synthetic data",
 }
-TABLE_COLUMNS = ["experiment", "row", "kind", *TABLE_METRICS, "predicted_intents", "users_with_data", "note"]
+DISTINGUISHABLE = "*"   # marks a change or rate whose interval excludes zero
+TABLE_COLUMNS = ["experiment", "row", "kind", *(column for m in TABLE_METRICS for column in (m, f"{m}_low", f"{m}_high")),
+                 "predicted_intents", "users_with_data", "seeds", "note"]
 
 
 def collapsed(figures: pd.Series) -> bool:
@@ -54,65 +62,74 @@ def collapsed(figures: pd.Series) -> bool:
     return int(figures["predicted_intents"]) <= 1 or float(figures["recall"]) <= 1 / int(figures["ranked_intents"])
 
 
-def _row(experiment: str, label: str, figures: pd.Series | None, kind: str = "score", note: str = "", **extra) -> dict:
-    values = {m: float("nan") if figures is None else float(figures[m]) for m in TABLE_METRICS}
+def _seed_summaries(pooled: pd.DataFrame) -> pd.DataFrame:
+    """One row per (scenario, generator) of an experiment's pooled rows over its seeds, for the notes:
+    the fewest intents predicted and lowest recall of any seed."""
+    return pooled.groupby(["scenario", "generator"]).agg(
+        predicted_intents=("predicted_intents", "min"), recall=("recall", "min"),
+        ranked_intents=("ranked_intents", "max"), users_with_data=("users_with_data", "max"), seeds=("seed", "nunique"))
+
+
+def _row(experiment: str, label: str, estimates: dict[str, Estimate] | None, kind: str = "score", note: str = "",
+         **extra) -> dict:
+    values = {}
+    for metric in TABLE_METRICS:
+        estimate = (estimates or {}).get(metric, Estimate(np.nan, np.nan, np.nan))
+        values |= {metric: estimate.point, f"{metric}_low": estimate.low, f"{metric}_high": estimate.high}
     return {"experiment": experiment, "row": label, "kind": kind, **values, "note": note, **extra}
-
-
-def _score_row(experiment: str, label: str, figures: pd.Series, **extra) -> dict:
-    return _row(experiment, label, figures, note=NOTE_ONE_INTENT if collapsed(figures) else "",
-                predicted_intents=int(figures["predicted_intents"]), **extra)
-
-
-def _relative_row(experiment: str, label: str, kind: str, compared: list[pd.Series], value) -> dict:
-    """A change or rate between scores, left empty when one of them comes from a collapsed predictor."""
-    if any(collapsed(figures) for figures in compared):
-        return _row(experiment, label, None, kind, NOTE_NOT_COMPARABLE)
-    metric_columns = list(TABLE_METRICS)
-    return _row(experiment, label, value(*(figures[metric_columns].astype(float) for figures in compared)), kind)
 
 
 def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The three tables, each with columns experiment, row, kind (score | change_% |
-    replacement_rate_%), the metrics, predicted_intents and users_with_data for score rows, and a
-    note where a figure is not shown: a scenario without synthetic data, or a change or rate
-    involving a predictor that collapsed to one intent (NOTE_* above)."""
-    pooled = scores[scores["user_id"] == "all"]
+    replacement_rate_%), per metric its figure and 95% interval (`METRIC_low`, `METRIC_high`),
+    predicted_intents, users_with_data and seeds for score rows, and a note where a figure is not
+    shown: a scenario without synthetic data, or a change or rate involving a predictor that
+    collapsed to one intent (NOTE_* above)."""
     tables: dict[str, list[dict]] = {name: [] for name in TABLES}
-    for experiment in sorted(pooled["experiment"].unique()):
-        generators = sorted(set(pooled.loc[pooled["experiment"] == experiment, "generator"]) - {"real"})
-        base = _rows(pooled, experiment, "pretraining", "real")
-        finetuned = _rows(pooled, experiment, "finetune", "real")
-        limited = _rows(pooled, experiment, "limited", "real")
-        if base.empty:
+    for experiment in sorted(scores["experiment"].unique()):
+        rows = scores[scores["experiment"] == experiment]
+        summaries = _seed_summaries(rows[rows["user_id"] == "all"])
+        if ("pretraining", "real") not in summaries.index:
             continue
-        base, finetuned, limited = base.iloc[0], finetuned.iloc[0], limited.iloc[0]
-        tables["pretraining_augmentation"].append(_score_row(experiment, "real only", base))
-        tables["finetuning_replacement"] += [_score_row(experiment, "pretrained", base),
-                                             _score_row(experiment, "real-finetuned", finetuned)]
-        tables["finetuning_augmentation"].append(_score_row(experiment, "limited real", limited))
+        bootstrap = PairedBootstrap(rows[rows["user_id"] != "all"])
+        base, finetuned, limited = ("pretraining", "real"), ("finetune", "real"), ("limited", "real")
+
+        def score_row(label: str, arm: tuple[str, str], **extra) -> dict:
+            summary = summaries.loc[arm]
+            return _row(experiment, label, bootstrap.estimate(_same, arm),
+                        note=NOTE_ONE_INTENT if collapsed(summary) else "",
+                        predicted_intents=int(summary["predicted_intents"]), seeds=int(summary["seeds"]), **extra)
+
+        def relative_row(label: str, kind: str, combine, arms: list[tuple[str, str]]) -> dict:
+            if any(collapsed(summaries.loc[arm]) for arm in arms):
+                return _row(experiment, label, None, kind, NOTE_NOT_COMPARABLE)
+            return _row(experiment, label, bootstrap.estimate(combine, *arms), kind)
+
+        tables["pretraining_augmentation"].append(score_row("real only", base))
+        tables["finetuning_replacement"] += [score_row("pretrained", base), score_row("real-finetuned", finetuned)]
+        tables["finetuning_augmentation"].append(score_row("limited real", limited))
+        generators = sorted(set(summaries.index.get_level_values("generator")) - {"real"})
         for generator in generators:
             for table, scenario, reference, label in (
                 ("pretraining_augmentation", "pretraining", base, f"real + {generator}"),
                 ("finetuning_replacement", "replacement", None, f"{generator}-finetuned"),
                 ("finetuning_augmentation", "augmentation", limited, f"limited real + {generator}"),
             ):
-                found = _rows(pooled, experiment, scenario, generator)
-                if found.empty:
+                arm = (scenario, generator)
+                if arm not in summaries.index:
                     continue
-                figures = found.iloc[0]
-                users = int(figures["users_with_data"])
+                users = int(summaries.loc[arm, "users_with_data"])
                 if users == 0:  # every user kept the model without synthetic data: not a result of it
                     tables[table].append(_row(experiment, label, None, note=NOTE_NO_SYNTHETIC, users_with_data=0))
                     continue
-                tables[table].append(_score_row(experiment, label, figures, users_with_data=users))
+                tables[table].append(score_row(label, arm, users_with_data=users))
                 if reference is not None:
-                    tables[table].append(_relative_row(experiment, f"change vs {reference_label(table)}", "change_%",
-                                                       [figures, reference], _percent))
+                    tables[table].append(relative_row(f"change vs {reference_label(table)}", "change_%", _percent,
+                                                      [arm, reference]))
                 else:
-                    tables[table].append(_relative_row(experiment, "replacement rate", "replacement_rate_%",
-                                                       [figures, base, finetuned], _replacement_rate))
-    counts = {"predicted_intents": "Int64", "users_with_data": "Int64"}  # integers, empty where not a score
+                    tables[table].append(relative_row("replacement rate", "replacement_rate_%", _replacement_rate,
+                                                      [arm, base, finetuned]))
+    counts = {"predicted_intents": "Int64", "users_with_data": "Int64", "seeds": "Int64"}  # empty where not a score
     return {name: pd.DataFrame(rows, columns=TABLE_COLUMNS).astype(counts) for name, rows in tables.items()}
 
 
@@ -121,14 +138,42 @@ def reference_label(table: str) -> str:
 
 
 def formatted(table: pd.DataFrame) -> pd.DataFrame:
-    """A table for reading: scores to 3 decimals, changes and rates in % to 1 decimal."""
-    shown = table.copy()
+    """A table for reading: scores to 3 decimals, changes and rates in % to 1 decimal, each with
+    its interval in brackets; a change or rate whose interval excludes zero is marked `*`."""
+    shown = table[[c for c in TABLE_COLUMNS if not c.endswith(("_low", "_high"))]].copy()
     for metric in TABLE_METRICS:
-        shown[metric] = [("-" if pd.isna(v) else f"{v:+.1f}%" if kind != "score" else f"{v:.3f}")
-                         for v, kind in zip(table[metric], table["kind"])]
-    for count in ("predicted_intents", "users_with_data"):
+        shown[metric] = [_shown(Estimate(*values), kind) for values, kind in
+                         zip(table[[metric, f"{metric}_low", f"{metric}_high"]].to_numpy(float), table["kind"])]
+    for count in ("predicted_intents", "users_with_data", "seeds"):
         shown[count] = table[count].map(lambda v: "" if pd.isna(v) else str(int(v)))
     return shown.drop(columns="kind")
+
+
+def _shown(estimate: Estimate, kind: str) -> str:
+    if pd.isna(estimate.point):
+        return "-"
+    if kind == "score":
+        return f"{estimate.point:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+    mark = DISTINGUISHABLE if estimate.excludes_zero else ""
+    return f"{estimate.point:+.1f}% [{estimate.low:+.1f}, {estimate.high:+.1f}]{mark}"
+
+
+def interval_legend() -> str:
+    return (f"Brackets: {LEVEL:.0%} interval (paired bootstrap over the scored users and the training seeds); "
+            f"{DISTINGUISHABLE}: a change or rate whose interval excludes zero.")
+
+
+def tracked_figures(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Every figure shown and its interval bounds as MLflow metrics: TABLE/EXPERIMENT/ROW/METRIC[_low|_high]."""
+    figures = {}
+    for name, table in tables.items():
+        for row in table.to_dict("records"):
+            label = row["row"].replace(" + ", " plus ")
+            for metric in TABLE_METRICS:
+                for column in (metric, f"{metric}_low", f"{metric}_high"):
+                    if pd.notna(row[column]):
+                        figures[f"{name}/{row['experiment']}/{label}/{column}"] = float(row[column])
+    return figures
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -51,6 +51,9 @@ def default_store(home: Path) -> tuple[str, Path]:
     return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", home / "mlflow" / "artifacts"
 
 
+MLFLOW_BATCH_LIMIT = 1000   # metrics one log_batch call accepts
+
+
 @dataclass
 class TrainingRun:
     client: Any                       # mlflow.MlflowClient
@@ -78,8 +81,9 @@ class TrainingRun:
     def log_metrics(self, figures: Mapping[str, float], prefix: str = "") -> None:
         from mlflow.entities import Metric
 
-        self.client.log_batch(self.run_id, metrics=[Metric(prefix + _metric_name(name), float(value), _now_ms(), 0)
-                                                    for name, value in figures.items()])
+        metrics = [Metric(prefix + _metric_name(name), float(value), _now_ms(), 0) for name, value in figures.items()]
+        for start in range(0, len(metrics), MLFLOW_BATCH_LIMIT):
+            self.client.log_batch(self.run_id, metrics=metrics[start:start + MLFLOW_BATCH_LIMIT])
 
     def log_model(self, predictor) -> None:
         """The predictor's directory (weights, config, vocabulary, history) as artifact `model/`."""

@@ -1,10 +1,10 @@
 """What each per-user scenario fine-tunes on (replacement: the user's synthetic weeks and no real
-data of the user; augmentation: the limited records + the weeks conditioned on them only), and a
-project scope's caps on epochs and pretraining users."""
+data of the user; augmentation: the limited records + the weeks conditioned on them only), a
+project scope's caps on epochs, pretraining users and seeds, and how synthetic data is scheduled."""
 
 import pandas as pd
 
-from bgen_assets.experiments import ExperimentSpec, pretraining_frames, scenario_training_data
+from bgen_assets.experiments import ExperimentSpec, SyntheticUse, pretraining_frames, scenario_training_data, with_synthetic
 
 
 def user_events() -> pd.DataFrame:
@@ -30,7 +30,8 @@ def intents(frame: pd.DataFrame) -> list[str]:
 def test_replacement_fine_tunes_on_the_users_synthetic_weeks_and_no_real_data():
     sources, valid = scenario_training_data("replacement", user_events(), synthetic_weeks())
     assert list(sources) == ["synthetic"] and intents(sources["synthetic"]) == ["syn0", "syn1", "syn2"]
-    assert valid is None  # not even the user's validation part: a fixed number of epochs
+    # the user's real validation part only decides when to stop; the test part is never seen
+    assert valid.loc[valid["target"], "part"].eq("valid").all() and valid["part"].ne("test").all()
 
 
 def test_augmentation_fine_tunes_on_the_limited_records_and_the_weeks_conditioned_on_them():
@@ -47,8 +48,10 @@ def test_augmentation_fine_tunes_on_the_limited_records_and_the_weeks_conditione
 def test_a_scope_caps_epochs_and_samples_pretraining_users():
     spec = ExperimentSpec(name="capped", backbone="bert4rec", generators=[],
                           pretrain={"max_epochs": 20}, finetune={"max_epochs": 10},
-                          scope={"demo": {"max_pretrain_users": 2, "max_epochs": 3}})
+                          seeds=3, scope={"demo": {"max_pretrain_users": 2, "max_epochs": 3, "seeds": 1}})
     assert [config.max_epochs for config in spec.configs("demo")] == [3, 3]
+    assert [(p.seed, f.seed) for p, f in spec.seeded_configs("full")] == [(0, 0), (1, 1), (2, 2)]
+    assert [(p.seed, p.max_epochs) for p, _ in spec.seeded_configs("demo")] == [(0, 3)]
     assert [config.max_epochs for config in spec.configs("full")] == [20, 10]  # a scope that declares no caps
     population = pd.DataFrame({"user_id": [f"p{i}" for i in range(5) for _ in range(10)],
                                "ts": pd.date_range("2019-01-07", periods=50, freq="h"), "intent": "any"})
@@ -56,3 +59,21 @@ def test_a_scope_caps_epochs_and_samples_pretraining_users():
     assert capped_train["user_id"].nunique() == 2 and set(capped_valid["user_id"]) == set(capped_train["user_id"])
     every_train, _ = pretraining_frames(population, spec.scoped("full").max_pretrain_users, seed=1)
     assert every_train["user_id"].nunique() == 5
+
+
+def test_synthetic_first_trains_on_the_synthetic_weeks_then_on_the_rest_from_that_model():
+    calls = []
+
+    def train(sources, init, weights):
+        calls.append((sorted(sources), init, weights))
+        return f"model {len(calls)}"
+
+    sources = {"real": "R", "synthetic": "S"}
+    assert with_synthetic(SyntheticUse(weight=0.5), sources, "population", train) == "model 1"
+    assert calls == [(["real", "synthetic"], "population", {"synthetic": 0.5})]
+    calls.clear()
+    assert with_synthetic(SyntheticUse(schedule="synthetic_first"), sources, "population", train) == "model 2"
+    assert calls == [(["synthetic"], "population", {"synthetic": 1.0}), (["real"], "model 1", {"synthetic": 1.0})]
+    calls.clear()
+    with_synthetic(SyntheticUse(schedule="synthetic_first"), {"real": "R"}, None, train)  # nothing synthetic: one training
+    assert calls == [(["real"], None, {"synthetic": 1.0})]

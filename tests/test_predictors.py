@@ -84,8 +84,24 @@ def test_synthetic_user_weeks_are_sequences_of_their_own(tokyo_events, split):
 def test_sources_losses_are_summed_not_pooled():
     # per sample: summed weighted losses / weights; source 0: (1 + 2) / 2 = 1.5, source 1: 6 / 2 = 3
     # -> 4.5 (a pooled mean would give 9 / 4)
-    loss = summed_source_loss(torch.tensor([1.0, 2.0, 6.0]), torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0, 0, 1]), 2)
-    assert float(loss) == pytest.approx(4.5)
+    losses, weights, source = torch.tensor([1.0, 2.0, 6.0]), torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0, 0, 1])
+    assert float(summed_source_loss(losses, weights, source, torch.ones(2))) == pytest.approx(4.5)
+    # a source weight scales that source's mean: 1.5 + 0.5 * 3
+    assert float(summed_source_loss(losses, weights, source, torch.tensor([1.0, 0.5]))) == pytest.approx(3.0)
+
+
+def test_a_source_weight_scales_what_the_model_learns_from_that_source(split):
+    train, valid = split
+    config = dataclasses.replace(TINY, max_epochs=2)
+    constant = train["intent"].iloc[0]
+    synthetic = train.assign(intent=constant)   # a source that teaches one intent only
+
+    def mean_score_of_constant(weight: float) -> float:
+        predictions = fit(config, {"real": train, "synthetic": synthetic}, valid,
+                          source_weights={"synthetic": weight}).predict(valid)
+        return float(predictions.scores[:, predictions.intents.index(constant)].mean())
+
+    assert mean_score_of_constant(0.0) < mean_score_of_constant(1.0) < mean_score_of_constant(4.0)
 
 
 def test_behaviorlm_runs_both_stages(split):

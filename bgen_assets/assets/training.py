@@ -33,8 +33,9 @@ from bgen_assets.experiments import (
     pretraining_frames,
     scenario_training_data,
     score_rows,
+    with_synthetic,
 )
-from bgen_assets.results import TABLES, markdown, utility_tables
+from bgen_assets.results import TABLES, interval_legend, markdown, tracked_figures, utility_tables
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.tracking import MlflowTracking, TrainingRun
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists, table_fingerprint
@@ -66,28 +67,33 @@ class ExperimentData:
 
 
 def model_directory(project: Project, dataset: str, spec: ExperimentSpec) -> Path:
-    """`DS/NAME_real`'s models: `population/`, and `limited/USER/` per individual user."""
+    """`DS/NAME_real`'s models: per training seed `seed_S/population/` and `seed_S/limited/USER/`."""
     return project.home / "predictors" / dataset / spec.name / "real"
 
 
-def save_real_models(population: TrainedPredictor, limited: dict[str, TrainedPredictor], directory: Path) -> None:
+RealModels = dict[int, tuple["TrainedPredictor", dict[str, "TrainedPredictor"]]]  # seed -> (population, limited per user)
+
+
+def save_real_models(models: RealModels, directory: Path) -> None:
     """Replace the saved models as a whole: readers never see half of them."""
     staging = directory.with_name(directory.name + ".incoming")
     shutil.rmtree(staging, ignore_errors=True)
-    population.save(staging / "population")
-    for user, model in limited.items():
-        if model is not population:
-            model.save(staging / "limited" / user)
+    for seed, (population, limited) in models.items():
+        population.save(staging / f"seed_{seed}" / "population")
+        for user, model in limited.items():
+            if model is not population:
+                model.save(staging / f"seed_{seed}" / "limited" / user)
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
 
 
-def load_real_models(directory: Path) -> tuple[TrainedPredictor, dict[str, TrainedPredictor]]:
+def load_real_models(directory: Path) -> RealModels:
     from bgen_assets.predictors.core import TrainedPredictor
 
-    population = TrainedPredictor.load(directory / "population")
-    limited = {path.name: TrainedPredictor.load(path) for path in sorted((directory / "limited").glob("*"))}
-    return population, limited
+    return {int(folder.name.removeprefix("seed_")): (
+        TrainedPredictor.load(folder / "population"),
+        {path.name: TrainedPredictor.load(path) for path in sorted((folder / "limited").glob("*"))})
+        for folder in sorted(directory.glob("seed_*"))}
 
 
 def per_user_scores(spec: ExperimentSpec, data: ExperimentData, config, population: TrainedPredictor,
@@ -113,14 +119,14 @@ def per_user_scores(spec: ExperimentSpec, data: ExperimentData, config, populati
             run.log_model(models[user])
     pooled, per_user = data.scorer.score(models)
     parent.log_metrics(pooled, prefix=f"{scenario}.")
-    rows = score_rows(pooled, per_user, experiment=spec.name, generator=generator, scenario=scenario)
+    rows = score_rows(pooled, per_user, experiment=spec.name, generator=generator, scenario=scenario, seed=config.seed)
     return rows.assign(users_with_data=with_data, mlflow_run_id=parent.run_id), models
 
 
 def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: int | None, generator: str,
              synthetic: pd.DataFrame | None, run: TrainingRun) -> tuple[TrainedPredictor, pd.DataFrame]:
-    """The population model (on real, or real + `generator`'s synthetic weeks with summed losses),
-    scored on the test events."""
+    """The population model (on real, or real + `generator`'s synthetic weeks as the declaration's
+    `synthetic` says), scored on the test events."""
     from bgen_assets.predictors.core import fit
 
     train, valid = pretraining_frames(data.population, scope_users, config.seed)
@@ -128,25 +134,29 @@ def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: in
     if synthetic is not None:
         sources["synthetic"] = synthetic[synthetic["use"] == "pretrain"].assign(target=True)
     sources = {name: frame for name, frame in sources.items() if len(frame)}
-    predictor = fit(config, sources, valid, intents=data.intents, on_epoch=run.log_epoch)
+    predictor = with_synthetic(spec.synthetic, sources, None, lambda chosen, init, source_weights: fit(
+        config, chosen, valid, init=init, intents=data.intents, on_epoch=run.log_epoch, source_weights=source_weights))
     pooled, per_user = data.scorer.score(predictor)
     run.log_metrics(pooled, prefix="pretraining.")
     run.log_model(predictor)
-    rows = score_rows(pooled, per_user, experiment=spec.name, generator=generator, scenario="pretraining")
+    rows = score_rows(pooled, per_user, experiment=spec.name, generator=generator, scenario="pretraining",
+                      seed=config.seed)
     users_with_synthetic = sources["synthetic"]["user_id"].nunique() if "synthetic" in sources else 0
     return predictor, rows.assign(users_with_data=users_with_synthetic, mlflow_run_id=run.run_id)
 
 
 def scores_result(warehouse: Warehouse, schema, relation: names.Relation, rows: list[pd.DataFrame],
-                  run: TrainingRun, extra: dict) -> MaterializeResult:
+                  runs: list[TrainingRun], extra: dict) -> MaterializeResult:
+    """Write the score rows of every seed; metadata: the pooled figures' mean over seeds, and the runs."""
     scores = validate(schema, pd.concat(rows, ignore_index=True)[list(schema.columns)])
     warehouse.replace_table(relation.schema, relation.name, scores)
-    pooled = scores[scores["user_id"] == "all"].set_index("scenario")
+    pooled = scores[scores["user_id"] == "all"].groupby("scenario")[["precision", "recall", "ndcg@5"]].mean()
     return MaterializeResult(
         data_version=DataVersion(frame_fingerprint(scores)),
-        metadata={"dagster/row_count": len(scores), "mlflow_run_id": run.run_id, "mlflow_run": MetadataValue.url(run.url),
+        metadata={"dagster/row_count": len(scores), "seeds": len(runs),
+                  "mlflow_run_ids": [run.run_id for run in runs], "mlflow_run": MetadataValue.url(runs[0].url),
                   **{f"{scenario}_{metric}": round(float(pooled.loc[scenario, metric]), 4)
-                     for scenario in pooled.index for metric in ("precision", "recall", "ndcg@5")}, **extra},
+                     for scenario in pooled.index for metric in pooled.columns}, **extra},
     )
 
 
@@ -157,7 +167,6 @@ def scores_code_version(spec: ExperimentSpec, project: Project, schema) -> str:
 
 def real_asset(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec) -> AssetsDefinition:
     schema = table_schema(catalog, "predictor_scores")
-    pretrain_config, finetune_config = spec.configs(project.scope)
     scope = spec.scoped(project.scope)
     relation = names.experiment_real(dataset, spec.name)
 
@@ -173,15 +182,22 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
     )
     def real(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
         data = ExperimentData(project, dataset, spec, warehouse)
-        with tracking.training_run(dataset, f"{spec.name}: pretrain on real", config=pretrain_config,
-                                   params={"experiment": spec.name, "pretrain_users": scope.max_pretrain_users or "all"},
-                                   lineage=data.lineage) as run:
-            population, pretrained = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, "real", None, run)
-            finetuned, _ = per_user_scores(spec, data, finetune_config, population, "finetune", "real", None, run)
-            limited, limited_models = per_user_scores(spec, data, finetune_config, population, "limited", "real", None, run)
-        save_real_models(population, limited_models, model_directory(project, dataset, spec))
-        return scores_result(warehouse, schema, relation, [pretrained, finetuned, limited], run,
-                             {"pretrain_epochs": len(population.history)})
+        rows, runs, models = [], [], {}
+        for pretrain_config, finetune_config in spec.seeded_configs(project.scope):
+            seed = pretrain_config.seed
+            with tracking.training_run(dataset, f"{spec.name}: pretrain on real, seed {seed}", config=pretrain_config,
+                                       params={"experiment": spec.name, "pretrain_users": scope.max_pretrain_users or "all"},
+                                       lineage=data.lineage) as run:
+                population, pretrained = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, "real", None, run)
+                finetuned, _ = per_user_scores(spec, data, finetune_config, population, "finetune", "real", None, run)
+                limited, limited_models = per_user_scores(spec, data, finetune_config, population, "limited", "real",
+                                                          None, run)
+            rows += [pretrained, finetuned, limited]
+            runs.append(run)
+            models[seed] = (population, limited_models)
+        save_real_models(models, model_directory(project, dataset, spec))
+        return scores_result(warehouse, schema, relation, rows, runs,
+                             {"pretrain_epochs": [len(population.history) for population, _ in models.values()]})
 
     return real
 
@@ -189,7 +205,6 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
 def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec,
                          generator: str) -> AssetsDefinition:
     schema = table_schema(catalog, "predictor_scores")
-    pretrain_config, finetune_config = spec.configs(project.scope)
     scope = spec.scoped(project.scope)
     training_set = names.training_set(dataset, generator)
     relation = names.experiment_with(dataset, spec.name, generator)
@@ -212,17 +227,25 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         synthetic = warehouse.query(f"SELECT * FROM {training_set.sql} ORDER BY user_id, ts")
         lineage = {**data.lineage, training_set.key.to_user_string():
                    table_fingerprint(warehouse, training_set.schema, training_set.name)[1]}
-        population, limited_models = load_real_models(model_directory(project, dataset, spec))
-        with tracking.training_run(dataset, f"{spec.name}: pretrain on real + {generator}", config=pretrain_config,
-                                   params={"experiment": spec.name, "generator": generator,
-                                           "pretrain_users": scope.max_pretrain_users or "all",
-                                           "synthetic_events": len(synthetic)}, lineage=lineage) as run:
-            _, augmented = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, generator, synthetic, run)
-            replaced, _ = per_user_scores(spec, data, finetune_config, population, "replacement", generator, synthetic, run)
-            augmentation, _ = per_user_scores(spec, data, finetune_config, population, "augmentation", generator,
-                                              synthetic, run, fallback=limited_models)
-        return scores_result(warehouse, schema, relation, [augmented, replaced, augmentation],
-                             run, {"synthetic_events": len(synthetic)})
+        real_models = load_real_models(model_directory(project, dataset, spec))
+        rows, runs = [], []
+        for pretrain_config, finetune_config in spec.seeded_configs(project.scope):
+            seed = pretrain_config.seed
+            population, limited_models = real_models[seed]
+            with tracking.training_run(dataset, f"{spec.name}: pretrain on real + {generator}, seed {seed}",
+                                       config=pretrain_config,
+                                       params={"experiment": spec.name, "generator": generator,
+                                               "pretrain_users": scope.max_pretrain_users or "all",
+                                               "synthetic_events": len(synthetic), "synthetic_weight": spec.synthetic.weight,
+                                               "synthetic_schedule": spec.synthetic.schedule}, lineage=lineage) as run:
+                _, augmented = pretrain(spec, data, pretrain_config, scope.max_pretrain_users, generator, synthetic, run)
+                replaced, _ = per_user_scores(spec, data, finetune_config, population, "replacement", generator,
+                                              synthetic, run)
+                augmentation, _ = per_user_scores(spec, data, finetune_config, population, "augmentation", generator,
+                                                  synthetic, run, fallback=limited_models)
+            rows += [augmented, replaced, augmentation]
+            runs.append(run)
+        return scores_result(warehouse, schema, relation, rows, runs, {"synthetic_events": len(synthetic)})
 
     return with_generator
 
@@ -248,7 +271,7 @@ def utility_results_asset(project: Project, catalog: Catalog, dataset: str, spec
         metadata=schema_entry("predictor_scores"),
         kinds={"duckdb", "python"},
     )
-    def utility_results(warehouse: Warehouse) -> MaterializeResult:
+    def utility_results(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
         built = [table for table in score_tables if table_exists(warehouse, table.schema, table.name)]
         scores = pd.concat([warehouse.query(f"SELECT * FROM {table.sql}") for table in built],
                            ignore_index=True) if built else pd.DataFrame(columns=list(table_schema(catalog, "predictor_scores").columns))
@@ -256,9 +279,16 @@ def utility_results_asset(project: Project, catalog: Catalog, dataset: str, spec
         folder = project.home / "reports" / dataset
         folder.mkdir(parents=True, exist_ok=True)
         metadata = {"dagster/row_count": len(scores), "experiments_built": [table.name for table in built]}
-        for name, table in utility_tables(scores).items():
+        tables = utility_tables(scores)
+        for name, table in tables.items():
             table.to_csv(folder / f"{name}.csv", index=False)
-            metadata[name] = MetadataValue.md(f"### {TABLES[name]}\n\n{markdown(table)}")
+            metadata[name] = MetadataValue.md(f"### {TABLES[name]}\n\n{markdown(table)}\n\n{interval_legend()}")
+        with tracking.training_run(dataset, "utility tables", params={"experiments": ",".join(t.name for t in built)},
+                                   lineage={table.key.to_user_string(): table_fingerprint(warehouse, table.schema,
+                                                                                          table.name)[1]
+                                            for table in built}) as run:
+            run.log_metrics(tracked_figures(tables))
+        metadata["mlflow_run"] = MetadataValue.url(run.url)
         return MaterializeResult(data_version=DataVersion(frame_fingerprint(scores)), metadata=metadata)
 
     return utility_results

@@ -297,17 +297,19 @@ def sample_losses(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
 
 
 def summed_source_loss(numerator: torch.Tensor, denominator: torch.Tensor, source: torch.Tensor,
-                       n_sources: int) -> torch.Tensor:
-    """Sum over sources of each source's weighted mean loss in the batch."""
+                       source_weights: torch.Tensor) -> torch.Tensor:
+    """Sum over sources of each source's weighted mean loss in the batch, times the source's weight."""
+    n_sources = len(source_weights)
     per_source_loss = torch.zeros(n_sources, device=numerator.device).index_add(0, source, numerator)
     per_source_weight = torch.zeros(n_sources, device=numerator.device).index_add(0, source, denominator)
-    return (per_source_loss / per_source_weight.clamp(min=1e-12)).sum()
+    return (source_weights * per_source_loss / per_source_weight.clamp(min=1e-12)).sum()
 
 
 def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame],
         valid: pd.DataFrame | None = None, *, init: TrainedPredictor | None = None,
         intents: list[str] | None = None, locations: list[str] | None = None,
         regulariser: Callable[[nn.Module, dict, torch.Tensor], torch.Tensor] | None = None,
+        source_weights: Mapping[str, float] | None = None,
         on_epoch: Callable[[int, dict], None] | None = None) -> TrainedPredictor:
     """Train `config.backbone` on the target rows of `train` (one frame or {source: frame}).
 
@@ -317,6 +319,9 @@ def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame
     validation loss and the best epoch's weights are kept. Without it all max_epochs run.
     regulariser(model, batch, target_logits) -> scalar is added to every step's loss (its epoch
     mean is recorded as "regulariser"; train_loss includes it).
+    source_weights: {source: weight} multiplies that source's mean loss (default 1), e.g. a
+    synthetic source's weight against the real one's (a per-row `weight` cannot: each source's
+    loss is a weighted mean).
     on_epoch(epoch, {"train_loss", "valid_loss", "regulariser", "seconds"}) follows every epoch.
     """
     sources = _sources(train)
@@ -334,6 +339,7 @@ def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame
         valid_samples = predictor.windows(valid) if valid is not None else None
         if len(samples) == 0:
             raise ValueError("no training samples: no target row has enough history")
+        weights = torch.tensor([(source_weights or {}).get(name, 1.0) for name in sources], device=device)
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         shuffler = torch.Generator().manual_seed(config.seed)
         best_loss, best_state, stale = float("inf"), None, 0
@@ -345,7 +351,7 @@ def fit(config: PredictorConfig, train: pd.DataFrame | Mapping[str, pd.DataFrame
             for index in torch.randperm(len(samples), generator=shuffler).split(config.batch_size):
                 batch = samples.batch(index, device)
                 numerator, denominator, logits = sample_losses(model, batch)
-                loss = summed_source_loss(numerator, denominator, batch["source"], len(sources))
+                loss = summed_source_loss(numerator, denominator, batch["source"], weights)
                 if regulariser is not None:
                     penalty = regulariser(model, batch, logits)
                     loss = loss + penalty

@@ -14,10 +14,14 @@ them), pooled over all test targets and per user.
 - ranked_intents: the intents the predictor ranks (its classes); predicted_intents: how many
   distinct ones it ranks first over the targets. Always predicting one intent gives a macro recall
   of 1 / ranked_intents (or 0), whatever the predictor learnt.
+- intent_counts (per-user rows only): JSON {intent: [true, predicted, correctly predicted]} of the
+  user's targets; with `targets` and the NDCGs these are every figure's sufficient statistics, so
+  pooled figures of any re-weighting of users follow without re-scoring (bgen_assets/intervals.py).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import numpy as np
@@ -88,7 +92,15 @@ def evaluate(predictions: Predictions, anchors: list[str]) -> tuple[dict[str, fl
         return score(frame.loc[rows, "intent"].tolist(), frame.loc[rows, "predicted"].tolist(),
                      predictions.scores[rows], predictions.intents, anchors)
 
-    per_user = pd.DataFrame([{"user_id": user, **figures(rows)}
+    per_user = pd.DataFrame([{"user_id": user, **figures(rows), "intent_counts": intent_counts(frame.loc[rows])}
                              for user, rows in frame.groupby("user_id", sort=True).groups.items()],
-                            columns=["user_id", *METRICS, *COUNTS])
+                            columns=["user_id", *METRICS, *COUNTS, "intent_counts"])
     return figures(frame.index), per_user
+
+
+def intent_counts(rows: pd.DataFrame) -> str:
+    """JSON {intent: [true, predicted, correctly predicted]} over the rows' targets (intents that occur)."""
+    true, predicted = rows["intent"].value_counts(), rows["predicted"].value_counts()
+    hits = rows.loc[rows["intent"] == rows["predicted"], "intent"].value_counts()
+    return json.dumps({intent: [int(true.get(intent, 0)), int(predicted.get(intent, 0)), int(hits.get(intent, 0))]
+                       for intent in sorted(set(true.index) | set(predicted.index))})

@@ -97,11 +97,12 @@ def unlearning_weights(frame: pd.DataFrame, alpha: float) -> pd.Series:
 def fit_individual(population: TrainedPredictor, train: pd.DataFrame | Mapping[str, pd.DataFrame],
                    valid: pd.DataFrame | None = None, *, l2sp: float = 1e-3, kl: float = 0.1,
                    alpha: float = 0.5, config: PredictorConfig | None = None,
-                   on_epoch: Callable[[int, dict], None] | None = None) -> TrainedPredictor:
+                   on_epoch: Callable[[int, dict], None] | None = None, **fit_options) -> TrainedPredictor:
     """The individual stage for one user: fine-tune a copy of `population` on the user's data
     with the PopulationAnchor regulariser and adaptive unlearning weights (see module docstring);
     its history records each epoch's mean penalty as "regulariser".
-    config: training settings for this stage (default: the population's, same architecture)."""
+    config: training settings for this stage (default: the population's, same architecture);
+    `fit_options` (source_weights) go to `fit`."""
     config = config or population.config
     if dataclasses.replace(config, **_training_only(population.config)) != population.config:
         raise ValueError("the individual stage must keep the population model's architecture")
@@ -110,7 +111,7 @@ def fit_individual(population: TrainedPredictor, train: pd.DataFrame | Mapping[s
         sources = {name: frame.assign(weight=unlearning_weights(frame, alpha) * frame.get("weight", 1.0))
                    for name, frame in sources.items()}
     return fit(config, sources, valid, init=population, regulariser=PopulationAnchor(population.model, l2sp, kl),
-               on_epoch=on_epoch)
+               on_epoch=on_epoch, **fit_options)
 
 
 def _training_only(config: PredictorConfig) -> dict:

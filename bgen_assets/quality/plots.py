@@ -60,8 +60,10 @@ def intent_distribution_figure(user_real: pd.Series, population: pd.Series, synt
     return figure
 
 
-def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str, xlabel: str = "generator") -> Figure:
-    """One panel per column of `values` (four panels a row), one bar per row (its index label)."""
+def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str, xlabel: str = "generator",
+                        intervals: pd.DataFrame | None = None) -> Figure:
+    """One panel per column of `values` (four panels a row), one bar per row (its index label);
+    `intervals` (columns COLUMN_low, COLUMN_high, same rows) draws each bar's interval."""
     columns = list(values.columns)
     width = min(4, len(columns))
     height = -(-len(columns) // width)
@@ -71,7 +73,10 @@ def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str, xlabel: s
         unused.remove()
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for panel, column in zip(panels, columns):
-        bars = panel.bar(range(len(values)), values[column].to_numpy(float),
+        heights = values[column].to_numpy(float)
+        errors = None if intervals is None else np.abs(
+            intervals[[f"{column}_low", f"{column}_high"]].to_numpy(float).T - heights)
+        bars = panel.bar(range(len(values)), heights, yerr=errors, capsize=3,
                          color=[colors[i % len(colors)] for i in range(len(values))])
         panel.set_xticks(range(len(values)), values.index, rotation=45, ha="right")
         panel.set_title(column, fontsize=9)
@@ -90,12 +95,13 @@ def fidelity_figure(fidelity: pd.DataFrame) -> Figure:
     return grouped_bars_figure(values, "Fidelity to the real data per generator", "value")
 
 
-def utility_figure(scores: pd.DataFrame, title: str) -> Figure:
+def utility_figure(scores: pd.DataFrame, title: str, intervals: pd.DataFrame | None = None) -> Figure:
     """Bar charts of one predictor's scores in one result table: index = the training data of each
-    row (labels must differ: rows are never averaged), one column per metric."""
+    row (labels must differ: rows are never averaged), one column per metric; `intervals` as in
+    grouped_bars_figure."""
     if scores.index.duplicated().any():
         raise ValueError(f"one bar per row: duplicated rows {sorted(set(scores.index[scores.index.duplicated()]))}")
-    return grouped_bars_figure(scores, title, "score", "training data")
+    return grouped_bars_figure(scores, title, "score", "training data", intervals)
 
 
 def overlap_histogram_figure(top1: pd.Series, generator: str, level: float) -> Figure:
