@@ -19,7 +19,16 @@ import pandas as pd
 from bgen_assets.config import Project
 from bgen_assets.generators import GeneratorSpec
 from bgen_assets.intervals import LEVEL
-from bgen_assets.results import NOTE_ONE_INTENT, NOTES, TABLE_METRICS, TABLES, formatted, interval_legend, utility_tables
+from bgen_assets.results import (
+    NOTE_ONE_INTENT,
+    NOTES,
+    TABLE_METRICS,
+    TABLES,
+    best_generator_lines,
+    formatted,
+    interval_legend,
+    utility_tables,
+)
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
 SOURCE_FILES = (TEMPLATE, Path(__file__))   # what decides the report's content: its code version
@@ -149,6 +158,7 @@ def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpe
         utility=[(TABLES[name], html(formatted(table)), sorted(n for n in pngs if n.startswith(f"utility_{name}_")))
                  for name, table in tables.items()],
         interval_legend=interval_legend(),
+        best_generators=best_generator_lines(tables) if tables else [],
         notes={note: NOTES[note] for note in sorted({n for table in tables.values() for n in table["note"] if n})},
         ablation=html(ablation) if len(ablation) else "",
         ablation_missing=[v for v in ABLATION_VARIANTS if v not in set(fidelity.get("generator", ()))],

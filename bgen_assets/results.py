@@ -52,7 +52,7 @@ NOTES = {  # a row's note -> what it means (the report's legend)
                        "without them: not a result of the synthetic data",
 }
 DISTINGUISHABLE = "*"   # marks a change or rate whose interval excludes zero
-TABLE_COLUMNS = ["experiment", "row", "kind", *(column for m in TABLE_METRICS for column in (m, f"{m}_low", f"{m}_high")),
+TABLE_COLUMNS = ["experiment", "generator", "row", "kind", *(column for m in TABLE_METRICS for column in (m, f"{m}_low", f"{m}_high")),
                  "predicted_intents", "users_with_data", "seeds", "note"]
 
 
@@ -71,12 +71,13 @@ def _seed_summaries(pooled: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row(experiment: str, label: str, estimates: dict[str, Estimate] | None, kind: str = "score", note: str = "",
-         **extra) -> dict:
+         generator: str = "real", **extra) -> dict:
     values = {}
     for metric in TABLE_METRICS:
         estimate = (estimates or {}).get(metric, Estimate(np.nan, np.nan, np.nan))
         values |= {metric: estimate.point, f"{metric}_low": estimate.low, f"{metric}_high": estimate.high}
-    return {"experiment": experiment, "row": label, "kind": kind, **values, "note": note, **extra}
+    return {"experiment": experiment, "generator": generator, "row": label, "kind": kind, **values, "note": note,
+            **extra}
 
 
 def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -97,13 +98,14 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
         def score_row(label: str, arm: tuple[str, str], **extra) -> dict:
             summary = summaries.loc[arm]
             return _row(experiment, label, bootstrap.estimate(_same, arm),
-                        note=NOTE_ONE_INTENT if collapsed(summary) else "",
+                        note=NOTE_ONE_INTENT if collapsed(summary) else "", generator=arm[1],
                         predicted_intents=int(summary["predicted_intents"]), seeds=int(summary["seeds"]), **extra)
 
         def relative_row(label: str, kind: str, combine, arms: list[tuple[str, str]]) -> dict:
+            """A change or rate of the first arm (a generator's) against the others."""
             if any(collapsed(summaries.loc[arm]) for arm in arms):
-                return _row(experiment, label, None, kind, NOTE_NOT_COMPARABLE)
-            return _row(experiment, label, bootstrap.estimate(combine, *arms), kind)
+                return _row(experiment, label, None, kind, NOTE_NOT_COMPARABLE, arms[0][1])
+            return _row(experiment, label, bootstrap.estimate(combine, *arms), kind, generator=arms[0][1])
 
         tables["pretraining_augmentation"].append(score_row("real only", base))
         tables["finetuning_replacement"] += [score_row("pretrained", base), score_row("real-finetuned", finetuned)]
@@ -120,7 +122,8 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
                     continue
                 users = int(summaries.loc[arm, "users_with_data"])
                 if users == 0:  # every user kept the model without synthetic data: not a result of it
-                    tables[table].append(_row(experiment, label, None, note=NOTE_NO_SYNTHETIC, users_with_data=0))
+                    tables[table].append(_row(experiment, label, None, note=NOTE_NO_SYNTHETIC, generator=generator,
+                                              users_with_data=0))
                     continue
                 tables[table].append(score_row(label, arm, users_with_data=users))
                 if reference is not None:
@@ -131,6 +134,21 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
                                                       [arm, base, finetuned]))
     counts = {"predicted_intents": "Int64", "users_with_data": "Int64", "seeds": "Int64"}  # empty where not a score
     return {name: pd.DataFrame(rows, columns=TABLE_COLUMNS).astype(counts) for name, rows in tables.items()}
+
+
+def best_generators(tables: dict[str, pd.DataFrame], metric: str = "ndcg@5") -> dict[str, dict[str, dict]]:
+    """Per table and experiment, the generator whose change (Tables 1, 3) or replacement rate
+    (Table 2) in `metric` is highest, with its interval and whether it excludes zero."""
+    best: dict[str, dict[str, dict]] = {}
+    for name, table in tables.items():
+        relative = table[(table["kind"] != "score") & table[metric].notna()]
+        for experiment, rows in relative.groupby("experiment"):
+            row = rows.loc[rows[metric].idxmax()]
+            estimate = Estimate(row[metric], row[f"{metric}_low"], row[f"{metric}_high"])
+            best.setdefault(name, {})[experiment] = {
+                "generator": row["generator"], "kind": row["kind"], metric: round(estimate.point, 2),
+                "low": round(estimate.low, 2), "high": round(estimate.high, 2), "excludes_zero": estimate.excludes_zero}
+    return best
 
 
 def reference_label(table: str) -> str:
@@ -146,7 +164,18 @@ def formatted(table: pd.DataFrame) -> pd.DataFrame:
                          zip(table[[metric, f"{metric}_low", f"{metric}_high"]].to_numpy(float), table["kind"])]
     for count in ("predicted_intents", "users_with_data", "seeds"):
         shown[count] = table[count].map(lambda v: "" if pd.isna(v) else str(int(v)))
-    return shown.drop(columns="kind")
+    return shown.drop(columns=["kind", "generator"])
+
+
+def best_generator_lines(tables: dict[str, pd.DataFrame], metric: str = "ndcg@5") -> list[str]:
+    """`best_generators` as sentences for the report, one per table and experiment."""
+    lines = []
+    for name, per_experiment in best_generators(tables, metric).items():
+        for experiment, best in per_experiment.items():
+            shown = _shown(Estimate(best[metric], best["low"], best["high"]), best["kind"])
+            measure = "replacement rate" if best["kind"] == "replacement_rate_%" else "change"
+            lines.append(f"{TABLES[name]}, {experiment}: {best['generator']} ({measure} in {metric} {shown})")
+    return lines
 
 
 def _shown(estimate: Estimate, kind: str) -> str:

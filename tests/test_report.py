@@ -16,7 +16,15 @@ from bgen_assets.config import load_project
 from bgen_assets.quality import plots
 from bgen_assets.generators import load_generator_specs
 from bgen_assets.report_html import FIDELITY_QUALITY_ROWS, FIDELITY_ROWS, figure_pngs, render, scale_warning
-from bgen_assets.results import NOTE_NO_SYNTHETIC, NOTE_NOT_COMPARABLE, NOTE_ONE_INTENT, NOTES, TABLE_METRICS, utility_tables
+from bgen_assets.results import (
+    NOTE_NO_SYNTHETIC,
+    NOTE_NOT_COMPARABLE,
+    NOTE_ONE_INTENT,
+    NOTES,
+    TABLE_METRICS,
+    best_generators,
+    utility_tables,
+)
 from conftest import headless_chromium
 
 GENERATORS = ["markov", "behaviorgen", "behaviorgen_no_segment", "other_population_week"]
@@ -79,6 +87,10 @@ def test_collapsed_predictors_and_scenarios_without_synthetic_data_are_not_prese
         following = tables[table]["row"].reindex(empty.index + 1).fillna("")
         assert not following.str.startswith(("change", "replacement rate")).any()  # nothing computed from it
 
+    assert best_generators(tables)["finetuning_replacement"] == {"bert4rec": {  # behaviorgen reached no user
+        "generator": "markov", "kind": "replacement_rate_%", "ndcg@5": 70.0, "low": 70.0, "high": 70.0,
+        "excludes_zero": True}}
+
     tables["finetuning_augmentation"].to_csv(tmp_path / "table.csv", index=False)
     assert NOTE_NO_SYNTHETIC in set(pd.read_csv(tmp_path / "table.csv")["note"])
 
@@ -123,16 +135,17 @@ def test_demo_scale_report_opens_with_its_caveat_and_bounds_degenerate_epsilons(
     project = load_project()
     demo = project.model_copy(update={"scope": "demo"})
     caveat = scale_warning(demo, "tokyo")
-    assert "not evidence" in caveat and "bgen run --scope full" in caveat and "4 users" in caveat
+    assert "not evidence" in caveat and "bgen run --scope paper" in caveat and "4 users" in caveat
     assert scale_warning(project.model_copy(update={"scope": "full"}), "tokyo") == ""
 
     inputs = report_inputs(scores)
     html = render("tokyo", "Check-ins.", caveat, **inputs)
     opening = html[html.index("<body>"):][:600]
-    assert "Not evidence." in opening and "bgen run --scope full" in opening
+    assert "Not evidence." in opening and "bgen run --scope paper" in opening
     privacy = html[html.index("<h2>Privacy</h2>"):]
     assert "200305" not in html and "&gt; 10" in privacy and "2.500" in privacy and "10.000" in privacy
     assert f"<b>{NOTE_ONE_INTENT}</b>: {NOTES[NOTE_ONE_INTENT]}" in html and f"<td>{NOTE_NO_SYNTHETIC}</td>" in html
+    assert "Table 2. Fine-tuning replacement, bert4rec: markov (replacement rate in ndcg@5 +70.0% [+70.0, +70.0]*)" in html
     assert "Not built in this scope: behaviorgen_no_profile, behaviorgen_no_role, behaviorgen_no_format" in html
 
     # the fidelity table, one column per generator, fits a 1400 px window without widening the page

@@ -1,7 +1,7 @@
 """`make bench`: measured figures, one key per benchmark, merged into
 $BGEN_HOME/bench/results.json with when and where they were taken.
 
-    python -m bgen_assets.bench                      # all but full_run (an hour or more)
+    python -m bgen_assets.bench                      # all but full_run and utility (an hour or more each)
     python -m bgen_assets.bench --only tokens_per_event llm_client_throughput
     make bench ONLY=local_llm
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 from bgen_assets.bench.full_scale import full_run, full_scale
+from bgen_assets.bench.utility import utility
 from bgen_assets.bench.generator_fits import generator_benchmark
 from bgen_assets.bench.llm_client import client_throughput
 from bgen_assets.bench.llm_weeks import behaviorgen_pass_at_1, local_llm, tokens_per_event
@@ -62,8 +63,9 @@ BENCHMARKS = {
     "full_run": full_run,
     "noop_user": noop_user,
     "scaling": scaling,
+    "utility": utility,
 }
-ON_REQUEST = ("full_run",)  # an hour or more: only with ONLY=full_run
+ON_REQUEST = ("full_run", "utility")  # an hour or more each: only with ONLY=NAME
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), default=None)
     args = parser.parse_args(argv)
     selected = args.only or [name for name in BENCHMARKS if name not in ON_REQUEST]
-    runner = None if set(selected) <= {"full_scale", "full_run", "scaling"} else _runner()  # these start from empty states of their own
+    runner = None if set(selected) <= {"full_scale", "full_run", "scaling", "utility"} else _runner()  # these start from empty states of their own
     for name in selected:
         record(name, BENCHMARKS[name](runner))
     print(f"results: {results_path()}")
