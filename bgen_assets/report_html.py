@@ -101,6 +101,18 @@ def fidelity_overview(fidelity: pd.DataFrame) -> pd.DataFrame:
     return overall.T.rename_axis(index="measure", columns=None).reset_index()
 
 
+def real_vs_real_line(fidelity: pd.DataFrame) -> str:
+    """Which generators' intent and time-of-week JSDs reach those of another real user's week."""
+    from bgen_assets.quality.fidelity import REAL_VS_REAL, at_real_vs_real_bar  # scipy: not with the graph
+
+    at_bar = at_real_vs_real_bar(fidelity[fidelity["level"] == "all"].set_index("generator"))
+    if at_bar.empty:
+        return ""
+    reached, missed = sorted(at_bar.index[at_bar]), sorted(at_bar.index[~at_bar])
+    return (f"At the real-vs-real bar (intent and time-of-week JSD at or below {REAL_VS_REAL}'s, another real "
+            f"user's week): {', '.join(reached) or 'none'}; above it: {', '.join(missed) or 'none'}.")
+
+
 def privacy_overview(privacy: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     """The `all` rows for reading, with epsilons above EPSILON_SHOWN_UP_TO shown as a bound; and
     whether any was."""
@@ -163,6 +175,7 @@ def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpe
         ablation=html(ablation) if len(ablation) else "",
         ablation_missing=[v for v in ABLATION_VARIANTS if v not in set(fidelity.get("generator", ()))],
         fidelity=html(fidelity_overview(fidelity)) if len(fidelity) else "",
+        real_vs_real=real_vs_real_line(fidelity) if len(fidelity) else "",
         privacy=html(privacy_shown), epsilon_capped=epsilon_capped, epsilon_bound=EPSILON_SHOWN_UP_TO,
         verdicts=privacy[privacy["level"] == "all"].set_index("generator")["gate_reason"].to_dict(),
         costs=html(generation_costs(logs)),

@@ -1,5 +1,5 @@
 """`make bench`: a plain run measures every benchmark except the hour-long ones, which run only
-when named (`ONLY=full_run`)."""
+when named (`ONLY=full_run`, `ONLY=utility`)."""
 
 import pytest
 
@@ -7,8 +7,9 @@ from bgen_assets import bench
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    ([], [name for name in bench.BENCHMARKS if name != "full_run"]),
+    ([], [name for name in bench.BENCHMARKS if name not in ("full_run", "utility")]),
     (["--only", "full_run"], ["full_run"]),
+    (["--only", "utility"], ["utility"]),
 ])
 def test_which_benchmarks_a_command_runs(monkeypatch, argv, expected):
     ran = []

@@ -98,6 +98,7 @@ def test_collapsed_predictors_and_scenarios_without_synthetic_data_are_not_prese
 def report_inputs(scores: pd.DataFrame) -> dict:
     labels = {**FIDELITY_ROWS, **plots.FIDELITY_METRICS, **FIDELITY_QUALITY_ROWS}
     fidelity = pd.DataFrame([{"generator": g, "level": "all", **dict.fromkeys(labels, 0.123456)} for g in GENERATORS])
+    fidelity.loc[fidelity["generator"] == "behaviorgen", "jsd_intent"] = 0.2   # above other_population_week's
     privacy = pd.DataFrame([{"generator": g, "level": "all", "synthetic_weeks": 12, "top1_overlap_mean": 0.2,
                              "top3_overlap_mean": 0.1, "top5_overlap_mean": 0.1, "share_top1_at_least": 0.0,
                              "mia_accuracy": 0.5, "dp_epsilon": epsilon, "gate_passed": True,
@@ -146,6 +147,7 @@ def test_demo_scale_report_opens_with_its_caveat_and_bounds_degenerate_epsilons(
     assert "200305" not in html and "&gt; 10" in privacy and "2.500" in privacy and "10.000" in privacy
     assert f"<b>{NOTE_ONE_INTENT}</b>: {NOTES[NOTE_ONE_INTENT]}" in html and f"<td>{NOTE_NO_SYNTHETIC}</td>" in html
     assert "Table 2. Fine-tuning replacement, bert4rec: markov (replacement rate in ndcg@5 +70.0% [+70.0, +70.0]*)" in html
+    assert ("real user's week): behaviorgen_no_segment, markov; above it: behaviorgen." in html)
     assert "Not built in this scope: behaviorgen_no_profile, behaviorgen_no_role, behaviorgen_no_format" in html
 
     # the fidelity table, one column per generator, fits a 1400 px window without widening the page

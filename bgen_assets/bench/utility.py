@@ -14,10 +14,9 @@ import pandas as pd
 
 from bgen_assets import names
 from bgen_assets.config import project
+from bgen_assets.quality.fidelity import REAL_VS_REAL, REAL_VS_REAL_FIGURES, at_real_vs_real_bar
 
 SCOPE = "paper"
-FIDELITY_BAR = "other_population_week"
-FIDELITY_FIGURES = ("jsd_intent", "jsd_time_of_week")
 
 
 def paper_runner(workers: int):
@@ -37,23 +36,18 @@ def tables_record(tables: dict[str, pd.DataFrame]) -> dict:
 
 
 def fidelity_record(runner, dataset: str, generators: list[str]) -> dict:
-    """Each generator's pooled fidelity figures and privacy verdict, with whether it reaches the bar."""
+    """Each generator's pooled JSDs, whether they reach the real-vs-real bar, its privacy verdict."""
     from bgen_assets.quality.gate import gate_verdict
     from bgen_assets.warehouse import table_exists
 
-    figures = {}
-    for generator in generators:
-        relation = names.fidelity(dataset, generator)
-        if not table_exists(runner.warehouse, relation.schema, relation.name):
-            continue
-        row = runner.warehouse.query(f"SELECT * FROM {relation.sql} WHERE level = 'all'").iloc[0]
-        passed, reason = gate_verdict(runner.warehouse, dataset, generator)
-        figures[generator] = {**{name: round(float(row[name]), 4) for name in FIDELITY_FIGURES},
-                              "privacy_gate_passed": passed, "privacy_gate": reason}
-    bar = figures.get(FIDELITY_BAR, {})
-    for generator, values in figures.items():
-        values["at_real_vs_real_bar"] = bool(bar) and all(values[name] <= bar[name] for name in FIDELITY_FIGURES)
-    return figures
+    built = [g for g in generators if table_exists(runner.warehouse, *names.fidelity(dataset, g).key_path)]
+    overall = pd.concat([runner.warehouse.query(f"SELECT * FROM {names.fidelity(dataset, g).sql} WHERE level = 'all'")
+                         .assign(generator=g) for g in built]).set_index("generator") if built else pd.DataFrame()
+    at_bar = at_real_vs_real_bar(overall) if built else pd.Series(dtype=bool)
+    return {generator: {**{name: round(float(overall.loc[generator, name]), 4) for name in REAL_VS_REAL_FIGURES},
+                        "at_real_vs_real_bar": bool(at_bar.get(generator, False)),
+                        "privacy_gate": gate_verdict(runner.warehouse, dataset, generator)[1]}
+            for generator in built}
 
 
 def utility(_runner=None, workers: int = 2) -> dict:
@@ -64,7 +58,7 @@ def utility(_runner=None, workers: int = 2) -> dict:
     figures: dict = {"scope": SCOPE, "workers": workers, "cpus": os.cpu_count()}
     runner = paper_runner(workers)
     specs = [spec for spec in load_experiment_specs(runner.catalog.models_dir / "experiments") if spec.scoped(SCOPE).build]
-    generators = list(dict.fromkeys([g for spec in specs for g in spec.generators] + [FIDELITY_BAR]))
+    generators = list(dict.fromkeys([g for spec in specs for g in spec.generators] + [REAL_VS_REAL]))
     runner.start_workers()
     try:
         for dataset in runner.project.scope_datasets():

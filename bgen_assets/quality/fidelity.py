@@ -36,6 +36,19 @@ from scipy.stats import ks_2samp
 
 from bgen_assets.domain import MINUTES_PER_DAY, week_of
 
+REAL_VS_REAL = "other_population_week"          # another real user's week: what real-vs-real closeness looks like
+REAL_VS_REAL_FIGURES = ("jsd_intent", "jsd_time_of_week")
+
+
+def at_real_vs_real_bar(overall: pd.DataFrame) -> pd.Series:
+    """Per generator (`overall`: the `all` rows indexed by generator), whether its intent and
+    time-of-week JSDs are at or below REAL_VS_REAL's; empty when that reference was not evaluated."""
+    if REAL_VS_REAL not in overall.index:
+        return pd.Series(dtype=bool)
+    bar = overall.loc[REAL_VS_REAL, list(REAL_VS_REAL_FIGURES)]
+    return (overall[list(REAL_VS_REAL_FIGURES)] <= bar).all(axis=1).drop(REAL_VS_REAL)
+
+
 METRICS = [
     "synthetic_weeks", "real_weeks", "synthetic_events_per_week", "real_events_per_week",
     "ks_p_time_of_week", "ks_p_events_per_week", "ks_p_inter_event_gap", "bleu",
