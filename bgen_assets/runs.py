@@ -25,7 +25,7 @@ from dagster import AssetCheckSeverity, AssetKey, AssetSelection, DagsterInstanc
 
 from bgen_assets import names
 from bgen_assets.assets.evaluation import EVALUATION_GROUP, GATE_CHECK
-from bgen_assets.assets.synthetic import SYNTHETIC_GROUP, generator_code_version, synthetic_inputs
+from bgen_assets.assets.synthetic import SYNTHETIC_GROUP, synthetic_code_version, synthetic_inputs
 from bgen_assets.assets.training import TRAINING_GROUP
 from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.catalog import Catalog
@@ -395,7 +395,8 @@ class Runner:
         from bgen_assets.generators import load_generator_specs
 
         spec = next(s for s in load_generator_specs(self.catalog.models_dir / "generators") if s.name == generator)
-        prefix = input_version_prefix(self.instance, generator_code_version(spec), synthetic_inputs(dataset, spec))
+        prefix = input_version_prefix(self.instance, synthetic_code_version(spec, self.catalog),
+                                      synthetic_inputs(dataset, spec))
         return user_week_status(self.warehouse, dataset, generator, prefix, user_ids, max_weeks)
 
     def generate(self, dataset: str, generator: str, user_ids: list[str] | None, max_weeks: int | None) -> int:

@@ -59,7 +59,7 @@ def user_week_status(warehouse: Warehouse, dataset: str, generator: str, prefix:
                      users: list[str] | None, max_weeks: int | None) -> pd.DataFrame:
     """Every real week a generator may condition on of the given users (None: all), with `wanted`
     (among the user's first `max_weeks` weeks) and `stale` (wanted, and the log has no row, a failed
-    row, retried on the next run, or a row built from other inputs)."""
+    row, retried on the next run, or a row built from other inputs; a row per sampled week)."""
     log = names.synthetic_log(dataset, generator)
     logged = table_exists(warehouse, log.schema, log.name)
     join = f"LEFT JOIN {log.sql} l USING (user_id, week)" if logged else ""
@@ -71,9 +71,9 @@ def user_week_status(warehouse: Warehouse, dataset: str, generator: str, prefix:
                      row_number() OVER (PARTITION BY user_id ORDER BY week) AS nth
               FROM {names.weekly_segments(dataset).sql} WHERE ? IS NULL OR list_contains(?, user_id) GROUP BY user_id, week)
             SELECT w.user_id, w.week, (? IS NULL OR w.nth <= ?) AS wanted,
-                   (? IS NULL OR w.nth <= ?) AND ({outdated}) AS stale
+                   (? IS NULL OR w.nth <= ?) AND bool_or({outdated}) AS stale
             FROM weeks w JOIN {names.weekly_segments_versions(dataset).sql} v USING (user_id) {join}
-            WHERE w.visible ORDER BY w.user_id, w.week""",
+            WHERE w.visible GROUP BY w.user_id, w.week, w.nth ORDER BY w.user_id, w.week""",
         [users, users, max_weeks, max_weeks, max_weeks, max_weeks, *([prefix] if logged else [])],
     )
 

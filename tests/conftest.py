@@ -157,15 +157,15 @@ def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
 
 def generated_weeks(runner: Runner, dataset: str, generator: str, user: str, max_weeks: int | None = None) -> pd.DataFrame:
     """Materialise one user's partitions of a generator (fitting it on demand) and check what every
-    generator promises: each week in time order inside the week after its conditioning week, weekday
-    and slot derived from `ts`, and every (location, intent) in the dataset's vocabulary."""
+    generator promises: each (sampled) week in time order inside the week after its conditioning
+    week, weekday and slot derived from `ts`, and every (location, intent) in the dataset's vocabulary."""
     runner.materialize_user(dataset, user, generator, max_weeks=max_weeks)
     generated = runner.warehouse.query(
-        f'SELECT * FROM "{dataset}"."synthetic_{generator}" WHERE user_id = ? ORDER BY week, ts', [user])
+        f'SELECT * FROM "{dataset}"."synthetic_{generator}" WHERE user_id = ? ORDER BY week, sample, ts', [user])
     assert len(generated) > 0 and (generated["generator"] == generator).all()
     vocabulary = runner.warehouse.query(f'SELECT location, intent FROM "{dataset}".vocabulary')
     assert set(zip(generated["location"], generated["intent"])) <= set(zip(vocabulary["location"], vocabulary["intent"]))
-    for week, events in generated.groupby("week"):
+    for (week, _), events in generated.groupby(["week", "sample"]):
         target = pd.Timestamp(week) + pd.Timedelta(days=7)
         assert events["ts"].is_monotonic_increasing
         assert ((events["ts"] >= target) & (events["ts"] < target + pd.Timedelta(days=7))).all()

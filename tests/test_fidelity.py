@@ -91,6 +91,18 @@ def test_a_copy_of_the_real_weeks_is_perfect_and_a_shifted_one_is_not():
     assert shifted["bleu"] == pytest.approx((24 / 32 * 16 / 28 * 8 / 24 * 1 / 40) ** 0.25)
 
 
+def test_sampled_weeks_of_one_target_week_are_weeks_of_their_own():
+    real = events([("u", f"2019-01-07 {hour:02d}:00", f"L{hour}", intent)
+                   for hour, intent in ((8, "Work"), (10, "Shop"), (12, "Food"), (15, "Work"), (19, "Home"))])
+    copy = real.assign(target_week=real["week"])
+    samples = pd.concat([copy.assign(sample=0), copy.assign(sample=1)], ignore_index=True)
+    log = pd.DataFrame({"user_id": ["u", "u"], "status": ["ok", "ok"], "attempts": [0, 0], "pass_at_1": [False, False]})
+    pooled = fidelity.fidelity_table(real, samples, log, "twice", 30).iloc[0]
+    # two 5-event weeks, each the real week again: not one 10-event week with zero-minute gaps
+    assert pooled["synthetic_weeks"] == 2 and pooled["synthetic_events_per_week"] == 5
+    assert pooled[["ks_p_events_per_week", "ks_p_inter_event_gap", "bleu"]].sub(1).abs().lt(1e-9).all()
+
+
 def test_no_synthetic_weeks_yet():
     real = events([("u", "2019-01-07 08:00", "Office", "Work"), ("u", "2019-01-08 08:00", "Office", "Work")])
     empty = real.iloc[:0].assign(target_week=pd.Series(dtype=str))

@@ -1,5 +1,6 @@
 """The Markov baseline on real fixture events: seeded, schema-valid, in-vocabulary, and
-blind to anything after the conditioning week."""
+blind to anything after the conditioning week; its variant with several sampled weeks per real
+week (markov_x4)."""
 
 import numpy as np
 import pandas as pd
@@ -7,6 +8,7 @@ import pytest
 
 from bgen_assets.generators import load_generator_specs
 from bgen_assets.generators import markov
+from conftest import generated_weeks
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +61,23 @@ def test_events_after_the_conditioning_week_do_not_matter(fitted):
     later = tampered.week > week
     tampered.loc[later, "location"] = "Nowhere"
     pd.testing.assert_frame_equal(generate(fitted, week, 5), generate(fitted, week, 5, tampered))
+
+
+def test_markov_x4_samples_four_weeks_per_real_week_the_first_being_markovs(built):
+    """The lever "synthetic weeks per real week" (issue 12) through the asset graph: every partition
+    holds `samples_per_week` distinct weeks, and sample 0 is what the one-sample declaration writes."""
+    assert next(s for s in load_generator_specs() if s.name == "markov_x4").samples_per_week == 4
+    one, four = (generated_weeks(built, "tokyo", name, "1032", max_weeks=2) for name in ("markov", "markov_x4"))
+    assert four.groupby("week")["sample"].unique().map(sorted).tolist() == [[0, 1, 2, 3]] * 2
+    events = ["week", "target_week", "ts", "weekday", "time_slot", "location", "intent"]
+    for _, week in four.groupby("week"):
+        sampled = [frame[events].reset_index(drop=True) for _, frame in week.groupby("sample")]
+        assert all(not a.equals(b) for i, a in enumerate(sampled) for b in sampled[i + 1:])
+    first = four[four["sample"] == 0][events].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, one[events].reset_index(drop=True))
+    log = built.warehouse.query("SELECT week, sample, status FROM tokyo.synthetic_markov_x4_log WHERE user_id = '1032'")
+    assert sorted(map(tuple, log[["week", "sample"]].values.tolist())) == sorted(
+        (week, sample) for week in set(four["week"]) for sample in range(4))
+    status = built.synthetic_status("tokyo", "markov_x4", ["1032"], 2)  # a row per week, not per sample
+    assert not status.duplicated(["user_id", "week"]).any() and status["wanted"].sum() == 2
+    assert not status["stale"].any()

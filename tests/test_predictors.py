@@ -81,6 +81,18 @@ def test_synthetic_user_weeks_are_sequences_of_their_own(tokyo_events, split):
     assert len(both.history) == 2
 
 
+def test_two_samples_of_one_target_week_are_separate_sequences(tokyo_events, split):
+    train, _ = split
+    week = tokyo_events[tokyo_events.user_id == "1004"].head(12).assign(target_week="2019-01-14")
+    samples = pd.concat([week.assign(sample=0), week.assign(sample=1)], ignore_index=True)
+    encoder = EventEncoder.fit(train)
+    windows = encoder.windows(samples, history=TINY.history)
+    # each sampled week's first event has no history (spliced into one sequence, only one would)
+    assert len(windows) == 2 * (len(week) - 1)
+    one = encoder.windows(week, history=TINY.history)
+    assert torch.equal(windows.ids, torch.cat([one.ids, one.ids]))
+
+
 def test_sources_losses_are_summed_not_pooled():
     # per sample: summed weighted losses / weights; source 0: (1 + 2) / 2 = 1.5, source 1: 6 / 2 = 3
     # -> 4.5 (a pooled mean would give 9 / 4)

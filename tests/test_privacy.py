@@ -33,6 +33,17 @@ def test_overlap_ratio_of_tiny_weeks():
     assert synthetic_grid.keys.to_dict("records") == [{"user_id": "s", "week": "2019-01-14"}]
 
 
+def test_each_sampled_week_has_its_own_nearest_real_week():
+    real = events([("r", "2019-01-07 00:05", "Home"), ("r", "2019-01-07 09:00", "Office")])
+    copy = events([("r", "2019-01-14 00:05", "Home"), ("r", "2019-01-14 09:00", "Office")]).assign(week="2019-01-07")
+    elsewhere = copy.assign(location="Cafe")
+    synthetic = pd.concat([copy.assign(sample=0), elsewhere.assign(sample=1)], ignore_index=True)
+    table, weeks = privacy.privacy_table(real, [synthetic], "two samples", 30)
+    assert weeks[["sample", "top1_overlap"]].values.tolist() == [[0, 1.0], [1, 0.0]]
+    # with u: the copy (1) and the other sample (0) of the week each was generated from
+    assert table.iloc[0]["synthetic_weeks"] == 2 and table.iloc[0]["dp_mean_in"] == 0.5
+
+
 def test_top_k_uniqueness():
     overlaps = np.array([[0.2, 0.9, 0.5, 0.1, 0.0, 0.3], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
     weeks = privacy.uniqueness(overlaps, pd.DataFrame({"user_id": ["a", "b"], "week": ["w", "w"]}))

@@ -1,11 +1,13 @@
 """Synthetic events: for every generator declaration and dataset, `DS/synthetic_NAME`
 partitioned by (user, week), plus `DS/NAME_model` when the generator is fitted on the
-population users. Partition (u, w) holds the week generated from user u's real week w."""
+population users. Partition (u, w) holds the weeks generated from user u's real week w: one, or
+`samples_per_week` independently sampled ones (column `sample`)."""
 
 
 import hashlib
 import resource
 import time
+from dataclasses import replace
 
 import pandas as pd
 from dagster import (
@@ -44,8 +46,18 @@ def stable_seed(*parts: str | int) -> list[int]:
 def generator_code_version(spec: GeneratorSpec) -> str:
     """A hash of what decides a generator's output: its declaration and the kind's code files
     (for BehaviorGen also the prompt templates, output format and grammar)."""
-    declaration = spec.model_dump_json(exclude={"scope", "description"})  # what decides the output
+    # what decides the output; one sample a week, the default, is left out so that declarations
+    # from before the lever keep their code version
+    one_sample = {"samples_per_week"} if spec.samples_per_week == 1 else set()
+    declaration = spec.model_dump_json(exclude={"scope", "description", *one_sample})
     return f"{spec.kind}-{code_version(declaration, *generator_kind(spec.kind).code_files())}"
+
+
+def synthetic_code_version(spec: GeneratorSpec, catalog: Catalog) -> str:
+    """The generator's code version and the synthetic tables' columns: partitions written in an
+    older layout (e.g. without `sample`) are regenerated, never read with a column missing."""
+    columns = [",".join(table_schema(catalog, name).columns) for name in ("synthetic_events", "generation_log")]
+    return code_version(generator_code_version(spec), *columns)
 
 
 def model_asset(project: Project, dataset: str, spec: GeneratorSpec) -> AssetsDefinition:
@@ -146,7 +158,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
                      partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name=USER))]
     inputs = synthetic_inputs(dataset, spec)
     deps += [AssetDep(key) for key in inputs]
-    version = generator_code_version(spec)
+    version = synthetic_code_version(spec, catalog)
 
     @asset(
         key=table.key,
@@ -155,7 +167,8 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
         backfill_policy=BackfillPolicy.single_run(),
         group_name=SYNTHETIC_GROUP,
         description=f"Synthetic events from generator `{spec.name}` ({spec.kind}); partition (user, week) "
-        f"is the week generated from that user's real week. Per user-week accounting in "
+        f"holds what was generated from that user's real week: {spec.samples_per_week} sampled week(s), column "
+        f"`sample`. Per generated week accounting in "
         f"`{table_log.schema}.{table_log.name}`, every failed generation in `{table_failures.schema}.{table_failures.name}`. "
         f"{spec.description}",
         code_version=version,
@@ -185,23 +198,30 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
             for user, week in requested
             if week in visible.get(user, ())  # else no real week, or one in validation/test: nothing generated
         ]
+        # sample 0 is what a one-sample declaration generates; each further sample the same tasks seeded apart
+        samples = [tasks, *([replace(task, seed=stable_seed(spec.seed, dataset, task.user, task.week, sample))
+                             for task in tasks] for sample in range(1, spec.samples_per_week))]
         with_real_week = {user: set(segments["week"]) for user, segments in histories.items()}
         real_weeks = sum(week in with_real_week.get(user, ()) for user, week in requested)
         started = time.perf_counter()
         generation = generation_context(project, dataset, warehouse)
-        results = kind.generate_weeks(model, tasks, spec.settings, generation) if tasks else []
+        # one call per sample: a kind sees each (user, week) once a call, as it did before samples
+        # (BehaviorGen without segmentation writes all of a user's weeks in one conversation)
+        generated_weeks = [(sample, task, result) for sample, tasks in enumerate(samples) if tasks
+                           for task, result in zip(tasks, kind.generate_weeks(model, tasks, spec.settings, generation))]
         seconds = time.perf_counter() - started
         frames = [result.events.assign(
             user_id=task.user, week=task.week,
-            target_week=(pd.Timestamp(task.week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d"), generator=spec.name,
-        ) for task, result in zip(tasks, results) if result.status == "ok"]
+            target_week=(pd.Timestamp(task.week) + pd.Timedelta(days=7)).strftime("%Y-%m-%d"), sample=sample,
+            generator=spec.name,
+        ) for sample, task, result in generated_weeks if result.status == "ok"]
         generated = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(schema.columns))
         generated = validate(schema, generated[list(schema.columns)])
         log = pd.DataFrame([
-            {"user_id": task.user, "week": task.week, "generator": spec.name, "status": result.status,
+            {"user_id": task.user, "week": task.week, "sample": sample, "generator": spec.name, "status": result.status,
              "n_events": len(result.events), **LOG_DEFAULTS, **result.log,
              "input_version": input_version(prefix, segment_versions[task.user])}
-            for task, result in zip(tasks, results)
+            for sample, task, result in generated_weeks
         ], columns=list(log_schema.columns))
         log = validate(log_schema, log)
         failures = validate(failures_schema, log[log["status"] == "failed"].assign(run_id=context.run.run_id))
@@ -217,7 +237,7 @@ def synthetic_asset(project: Project, catalog: Catalog, dataset: str, spec: Gene
                 "partitions_beyond_training": real_weeks - len(tasks),
                 "generate_seconds": round(seconds, 3),
                 "process_peak_rss_mb": peak_rss_mb(),
-                "events_per_week": round(len(generated) / max(len(tasks), 1), 2),
+                "events_per_week": round(len(generated) / max(len(log), 1), 2),
                 **accounting(log, kind.token_prices(spec.settings)),
             },
         )

@@ -40,6 +40,8 @@ class GeneratorSpec(BaseModel):
     description: str = ""
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
+    samples_per_week: int = Field(1, ge=1, description="independently sampled weeks per partition (user, week), each "
+                                  "conditioned on the same real week (issue 12: synthetic weeks per real week)")
     on_request: bool = Field(False, description="built only in the scopes and datasets `scope` names, or when "
                              "a command names it (GPU-only kinds, LLM ablations, slow baselines)")
     scope: dict[str, dict[str, ScopeSelection]] = Field(

@@ -8,9 +8,10 @@ Frames in, frames out. Every function takes pandas frames of events with the col
           other rows only serve as history (e.g. a user's train period before the test rows).
   weight  float, default 1: the row's weight in the loss when it is a target.
 
-Rows are grouped into sequences by `sequence_keys(frame)`: user_id, and also target_week when
-the frame has it (a synthetic user-week is a sequence of its own, never spliced into the real
-one). Within a sequence rows are ordered by ts (then location).
+Rows are grouped into sequences by `sequence_keys(frame)`: user_id, and also target_week and
+sample when the frame has them (a synthetic user-week is a sequence of its own, never spliced
+into the real one, nor into another sample of the same week). Within a sequence rows are
+ordered by ts (then location).
 
 API:
 
@@ -74,8 +75,8 @@ SPECIAL = ("<pad>", "<mask>", "<unk>")
 
 
 def sequence_keys(frame: pd.DataFrame) -> list[str]:
-    """The columns that identify a sequence: a synthetic user-week is its own sequence."""
-    return ["user_id", "target_week"] if "target_week" in frame.columns else ["user_id"]
+    """The columns that identify a sequence: a synthetic user-week's sample is its own sequence."""
+    return ["user_id", *(key for key in ("target_week", "sample") if key in frame.columns)]
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Inputs are event frames with `user_id, ts, weekday, time_slot, location, intent`; a real frame
 gets its `week` (Monday, YYYY-MM-DD) from `ts`, a synthetic frame carries `target_week` (the
-week it stands in for, conditioning week + 7 days). What each metric compares:
+week it stands in for, conditioning week + 7 days) and may carry `sample`: the sampled weeks of
+one target week are synthetic weeks of their own. What each metric compares:
 
 - level `all` (the paper's population level): every synthetic week against every real week of
   the users the generator wrote weeks for; level `user`: one user's synthetic weeks against
@@ -66,14 +67,20 @@ def time_of_week(events: pd.DataFrame, slot_minutes: int) -> np.ndarray:
     return (events["weekday"] * MINUTES_PER_DAY + events["time_slot"] * slot_minutes).to_numpy(float)
 
 
+def week_keys(events: pd.DataFrame, week: str) -> list[str]:
+    """The columns naming one week of `events`: user_id, `week` and, in a synthetic frame that has
+    it, `sample`."""
+    return ["user_id", week, *(["sample"] if "sample" in events.columns else [])]
+
+
 def events_per_week(events: pd.DataFrame, week: str) -> np.ndarray:
-    return events.groupby(["user_id", week]).size().to_numpy(float)
+    return events.groupby(week_keys(events, week)).size().to_numpy(float)
 
 
 def inter_event_gaps(events: pd.DataFrame, week: str) -> np.ndarray:
     """Minutes between consecutive events of the same user-week."""
-    ordered = events.sort_values(["user_id", week, "ts"])
-    gaps = ordered.groupby(["user_id", week])["ts"].diff().dropna()
+    keys = week_keys(events, week)
+    gaps = events.sort_values([*keys, "ts"]).groupby(keys)["ts"].diff().dropna()
     return (gaps.dt.total_seconds() / 60).to_numpy(float)
 
 
@@ -105,9 +112,9 @@ def jensen_shannon_divergence(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def week_sentences(events: pd.DataFrame, week: str) -> pd.Series:
-    """Token string per (user_id, `week`): each event's intent, in time order."""
+    """Token string per week (`week_keys`): each event's intent, in time order."""
     tokens = events.sort_values("ts").assign(token=lambda frame: frame["intent"].str.replace(r"\s+", "_", regex=True))
-    return tokens.groupby(["user_id", week])["token"].agg(" ".join)
+    return tokens.groupby(week_keys(events, week))["token"].agg(" ".join)
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
@@ -159,16 +166,15 @@ def fidelity_table(real: pd.DataFrame, synthetic: pd.DataFrame, log: pd.DataFram
     generated_users = sorted(set(synthetic["user_id"]) | set(log["user_id"]))
     real = with_week(real[real["user_id"].isin(generated_users)])
     intents = sorted(set(real["intent"]) | set(synthetic["intent"]))
-    sentences = pd.concat({"hypothesis": week_sentences(synthetic, "target_week"),
-                           "reference": week_sentences(real, "week")}, axis=1).dropna()
-    sentences.index.names = ["user_id", "week"]
+    # every sampled week of a target week has that real week as its reference
+    sentences = (week_sentences(synthetic, "target_week").rename("hypothesis").reset_index()
+                 .join(week_sentences(real, "week").rename("reference"), on=["user_id", "target_week"]).dropna())
     rows = [{"level": "all", "user_id": "", **compare(real, synthetic, sentences, intents, slot_minutes),
              **generation_quality(log)}]
     for user in generated_users:
         rows.append({"level": "user", "user_id": user,
                      **compare(real[real["user_id"] == user], synthetic[synthetic["user_id"] == user],
-                               sentences.xs(user, level="user_id", drop_level=False) if user in sentences.index else sentences.iloc[:0],
-                               intents, slot_minutes),
+                               sentences[sentences["user_id"] == user], intents, slot_minutes),
                      **generation_quality(log[log["user_id"] == user])})
     table = pd.DataFrame(rows, columns=["level", "user_id", *METRICS])
     return table.assign(generator=generator)[["generator", "level", "user_id", *METRICS]]

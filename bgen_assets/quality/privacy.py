@@ -24,7 +24,7 @@ cross-validation grouped by user (no user on both sides of a split); NaN when ei
 fewer than two users (e.g. when every user of the dataset was generated).
 
 DP estimate (our reading of the paper's TensorFlow-Privacy step): per generated user u, the
-overlap of each of u's conditioning weeks with the synthetic week generated from it (with u)
+overlap of each of u's conditioning weeks with each synthetic week generated from it (with u)
 against its overlap with the synthetic weeks of the other users (without u) are taken as two
 Gaussians with a pooled standard deviation sigma; mu = |mean_in - mean_out| / sigma is read as
 a mu-GDP guarantee and converted to epsilon at delta = 1e-5 by solving
@@ -42,7 +42,7 @@ from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr
 
 from bgen_assets.domain import MINUTES_PER_DAY, slots_per_day
-from bgen_assets.quality.fidelity import with_week
+from bgen_assets.quality.fidelity import week_keys, with_week
 
 TOP_K = (1, 3, 5)
 DELTA = 1e-5
@@ -51,8 +51,9 @@ CLASSIFIERS = ("logistic_regression", "svm", "knn", "random_forest")
 
 @dataclass
 class WeekGrid:
-    """Weeks as rows of slot-aligned locations: `keys` (user_id, week) per row, `cells` the sparse
-    one-hot (slot, location) matrix, `occupied` the sparse slot-occupancy matrix."""
+    """Weeks as rows of slot-aligned locations: `keys` (user_id, week and a synthetic week's
+    sample) per row, `cells` the sparse one-hot (slot, location) matrix, `occupied` the sparse
+    slot-occupancy matrix."""
 
     keys: pd.DataFrame
     cells: sparse.csr_matrix
@@ -60,12 +61,13 @@ class WeekGrid:
 
 
 def week_grid(events: pd.DataFrame, week: str, locations: dict[str, int], slot_minutes: int) -> WeekGrid:
-    """The grid of every (user_id, `week`) of `events`; `locations` maps location -> column code."""
+    """The grid of every week (`week_keys`) of `events`; `locations` maps location -> column code."""
     slots = 7 * MINUTES_PER_DAY // slot_minutes
+    on = week_keys(events, week)
     first = (events.assign(slot=events["weekday"] * slots_per_day(slot_minutes) + events["time_slot"])
-             .sort_values(["ts", "location"]).drop_duplicates(["user_id", week, "slot"]))
-    keys = first[["user_id", week]].drop_duplicates().sort_values(["user_id", week]).reset_index(drop=True)
-    row = pd.MultiIndex.from_frame(keys).get_indexer(pd.MultiIndex.from_frame(first[["user_id", week]]))
+             .sort_values(["ts", "location"]).drop_duplicates([*on, "slot"]))
+    keys = first[on].drop_duplicates().sort_values(on).reset_index(drop=True)
+    row = pd.MultiIndex.from_frame(keys).get_indexer(pd.MultiIndex.from_frame(first[on]))
     slot = first["slot"].to_numpy()
     location = first["location"].map(locations).to_numpy()
     ones = np.ones(len(first), np.float32)
@@ -83,7 +85,7 @@ def overlap_matrix(a: WeekGrid, b: WeekGrid) -> np.ndarray:
 
 
 def grids(real: pd.DataFrame, synthetic: pd.DataFrame, slot_minutes: int) -> tuple[WeekGrid, WeekGrid]:
-    """Grids of the real weeks (by calendar week) and the synthetic weeks (by conditioning week)."""
+    """Grids of the real weeks (by calendar week) and the synthetic weeks (by conditioning week and sample)."""
     codes = {name: i for i, name in enumerate(sorted(set(real["location"]) | set(synthetic["location"])))}
     return (week_grid(with_week(real), "week", codes, slot_minutes),
             week_grid(synthetic, "week", codes, slot_minutes))
@@ -180,8 +182,9 @@ def gaussian_mu(inside: np.ndarray, outside: np.ndarray) -> float:
 
 
 def dp_estimates(overlaps: np.ndarray, real_keys: pd.DataFrame, synthetic_keys: pd.DataFrame) -> pd.DataFrame:
-    """Per generated user: mean overlap with (own synthetic week) and without (other users'
-    synthetic weeks) that user, mu and epsilon at DELTA. `overlaps`: synthetic x real weeks."""
+    """Per generated user: mean overlap with (own synthetic weeks, each against the week it was
+    generated from) and without (other users' synthetic weeks) that user, mu and epsilon at DELTA.
+    `overlaps`: synthetic x real weeks."""
     real_index = {key: i for i, key in enumerate(map(tuple, real_keys[["user_id", "week"]].to_numpy()))}
     synthetic_users = synthetic_keys["user_id"].to_numpy()
     rows = []

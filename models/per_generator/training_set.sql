@@ -19,6 +19,7 @@ SELECT
     s.user_id,
     s.week,
     s.target_week,
+    s.sample,
     s.ts,
     s.weekday,
     s.time_slot,
