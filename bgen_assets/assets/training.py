@@ -197,7 +197,8 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
             models[seed] = (population, limited_models)
         save_real_models(models, model_directory(project, dataset, spec))
         return scores_result(warehouse, schema, relation, rows, runs,
-                             {"pretrain_epochs": [len(population.history) for population, _ in models.values()]})
+                             {"pretrain_epochs": [len(population.history) for population, _ in models.values()],
+                              "pretrain_stopped_early": [population.stopped_early for population, _ in models.values()]})
 
     return real
 
