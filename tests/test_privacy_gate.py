@@ -83,7 +83,7 @@ def test_copied_weeks_fail_the_gate_and_block_downstream(runner):
     experiment = client.get_experiment_by_name("tokyo")
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
     assert not [name for name in runs if "repeat_last_week" in name]
-    trained = runs["tiny: pretrain on real + markov"]
+    trained = runs["tiny: pretrain on real + markov, seed 3"]
     assert trained.data.params["generator"] == "markov" and trained.data.params["width"] == "16"
     assert {"bgen.lineage.tokyo/event_splits", "bgen.lineage.tokyo/training_set_markov"} <= set(trained.data.tags)
     assert 0 <= trained.data.metrics["pretraining.ndcg_at_5"] <= 1

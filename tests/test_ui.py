@@ -125,7 +125,7 @@ def check_asset_graph(port: int) -> None:
     assert checks("tokyo/events") == {"pandera_schema": True}  # upstream table: blocking
     assert checks("ubiqlog/app_sessions").get("pandera_schema") is True
     assert checks("tokyo/synthetic_markov") == {"pandera_schema": True}  # evaluated and trained on: blocking
-    assert checks("tokyo/training_set_seqgan") == {"pandera_schema": False}  # leaf (no experiment uses it): not blocking
+    assert checks("tokyo/training_set_sdv_par") == {"pandera_schema": False}  # leaf (no experiment uses it): not blocking
 
 
 @pytest.mark.parametrize("stop", ["sigterm_to_make", "sigint_to_group"])
