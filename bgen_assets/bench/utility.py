@@ -50,10 +50,20 @@ def fidelity_record(runner, dataset: str, generators: list[str]) -> dict:
             for generator in built}
 
 
+def dataset_record(runner, dataset: str, generators: list[str]) -> dict:
+    """What the dataset's paper-scope tables show now: the tables, the best generator per scenario,
+    fidelity against the real-vs-real bar."""
+    from bgen_assets.results import best_generators, utility_tables
+
+    scores = runner.warehouse.query(f"SELECT * FROM {names.utility_results(dataset).sql}")
+    tables = utility_tables(scores)
+    return {"experiments": sorted(scores["experiment"].unique()), "tables": tables_record(tables),
+            "best_generators": best_generators(tables), "fidelity": fidelity_record(runner, dataset, generators)}
+
+
 def utility(_runner=None, workers: int = 2) -> dict:
     from bgen_assets.cli import STAGES, run_scope
     from bgen_assets.experiments import load_experiment_specs
-    from bgen_assets.results import best_generators, utility_tables
 
     figures: dict = {"scope": SCOPE, "workers": workers, "cpus": os.cpu_count()}
     runner = paper_runner(workers)
@@ -63,17 +73,13 @@ def utility(_runner=None, workers: int = 2) -> dict:
     try:
         for dataset in runner.project.scope_datasets():
             started, mark = time.perf_counter(), len(runner.stages)
-            run_scope(runner, [dataset], [g for g in generators if runner.graph.has(names.synthetic(dataset, g).key)],
-                      None, STAGES)
-            scores = runner.warehouse.query(f"SELECT * FROM {names.utility_results(dataset).sql}")
-            tables = utility_tables(scores)
+            built = [g for g in generators if runner.graph.has(names.synthetic(dataset, g).key)]
+            run_scope(runner, [dataset], built, None, STAGES)
             figures[dataset] = {
                 "total_wall_s": round(time.perf_counter() - started, 1),
                 "stages": {record.name: {"wall_s": round(record.wall_s, 1), "runs": len(record.outcomes),
                                          "units": record.units} for record in runner.stages[mark:] if record.outcomes},
-                "tables": tables_record(tables),
-                "best_generators": best_generators(tables),
-                "fidelity": fidelity_record(runner, dataset, generators),
+                **dataset_record(runner, dataset, built),
                 "loadavg_1min_after": round(os.getloadavg()[0], 2),
             }
     finally:
