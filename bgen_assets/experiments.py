@@ -75,6 +75,9 @@ class ExperimentSpec(BaseModel):
     generators: list[str]
     seeds: int = Field(1, gt=0, description="training seeds pretrain.seed, pretrain.seed + 1, ...")
     synthetic: SyntheticUse = SyntheticUse()
+    real_from: str | None = Field(None, description="use this experiment's real-data predictors (its `_real` asset) "
+                                  "instead of training the same ones again: for a lever that changes only `synthetic` "
+                                  "or `generators`; the real-data settings must be equal")
     scope: dict[str, ExperimentScope] = Field(default_factory=dict)
 
     @field_validator("backbone")
@@ -83,6 +86,16 @@ class ExperimentSpec(BaseModel):
         if name not in BACKBONES:
             raise ValueError(f"backbone {name!r} is not one of {sorted(BACKBONES)}")
         return name
+
+    @property
+    def real_name(self) -> str:
+        """The experiment whose `_real` asset holds this one's real-data predictors."""
+        return self.real_from or self.name
+
+    def real_settings(self, scope: str) -> dict:
+        """What decides the real-data predictors under a project scope: equal settings, equal predictors."""
+        return {**self.model_dump(include=REAL_SETTINGS), "configs": self.seeded_configs(scope),
+                "max_pretrain_users": self.scoped(scope).max_pretrain_users}
 
     def scoped(self, scope: str) -> ExperimentScope:
         return self.scope.get(scope, ExperimentScope())
@@ -104,8 +117,26 @@ class ExperimentSpec(BaseModel):
                 for i in range(self.scoped(scope).seeds or self.seeds)]
 
 
+REAL_SETTINGS = {"backbone", "individual_stage", "individual_options", "anchor_share"}
+
+
 def load_experiment_specs(folder=MODELS_DIR / "experiments") -> list[ExperimentSpec]:
-    return load_declarations(folder, ExperimentSpec)
+    specs = load_declarations(folder, ExperimentSpec)
+    by_name = {spec.name: spec for spec in specs}
+    for spec in specs:
+        if spec.real_from is None:
+            continue
+        shared = by_name.get(spec.real_from)
+        if shared is None or shared.real_from is not None:
+            raise ValueError(f"{folder}/{spec.name}.yml: real_from {spec.real_from!r} is not an experiment "
+                             "that trains its own real-data predictors")
+        differing = [scope for scope in {*spec.scope, *shared.scope, "default"}
+                     if spec.scoped(scope).build and shared.real_settings(scope) != spec.real_settings(scope)]
+        if differing:
+            raise ValueError(f"{folder}/{spec.name}.yml: real_from {spec.real_from!r}, but their real-data settings "
+                             f"(predictor configs and seeds, {', '.join(sorted(REAL_SETTINGS))}, pretraining users) "
+                             f"differ in scope(s) {', '.join(sorted(differing))}")
+    return specs
 
 
 def pretraining_frames(population: pd.DataFrame, users: int | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

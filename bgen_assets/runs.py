@@ -482,7 +482,7 @@ class Runner:
         missing: real-data predictors and training sets first (the generator ones start from them),
         then the generators' side by side."""
         self.defs.resources["tracking"].prepare(dataset)
-        real = [names.experiment_real(dataset, spec.name).key for spec in experiments]
+        real = list(dict.fromkeys(names.experiment_real(dataset, spec.real_name).key for spec in experiments))
         training_sets = [names.training_set(dataset, g).key for spec in experiments for g in spec.generators if g in usable]
         with_generators = [names.experiment_with(dataset, spec.name, g).key for spec in experiments
                            for g in spec.generators if g in usable]

@@ -3,6 +3,7 @@ data of the user; augmentation: the limited records + the weeks conditioned on t
 project scope's caps on epochs, pretraining users and seeds, and how synthetic data is scheduled."""
 
 import pandas as pd
+import pytest
 
 from bgen_assets.experiments import ExperimentSpec, SyntheticUse, pretraining_frames, scenario_training_data, with_synthetic
 
@@ -77,3 +78,21 @@ def test_synthetic_first_trains_on_the_synthetic_weeks_then_on_the_rest_from_tha
     calls.clear()
     with_synthetic(SyntheticUse(schedule="synthetic_first"), {"real": "R"}, None, train)  # nothing synthetic: one training
     assert calls == [(["real"], None, {"synthetic": 1.0})]
+
+
+def test_a_lever_shares_the_real_data_predictors_only_when_their_settings_are_equal(tmp_path):
+    from bgen_assets.assets.training import with_shared_real_rows
+    from bgen_assets.experiments import load_experiment_specs
+
+    (tmp_path / "base.yml").write_text("backbone: bert4rec\npretrain: {width: 16}\ngenerators: [markov]\nseeds: 2\n")
+    (tmp_path / "lever.yml").write_text("extends: base\nreal_from: base\nsynthetic: {weight: 4.0}\n")
+    specs = {spec.name: spec for spec in load_experiment_specs(tmp_path)}
+    assert specs["lever"].real_name == "base" and specs["base"].real_name == "base"
+    scores = pd.DataFrame({"experiment": ["base", "base", "lever"], "generator": ["real", "markov", "markov"]})
+    shared = with_shared_real_rows(scores, list(specs.values()))
+    assert sorted(zip(shared["experiment"], shared["generator"])) == [
+        ("base", "markov"), ("base", "real"), ("lever", "markov"), ("lever", "real")]
+
+    (tmp_path / "lever.yml").write_text("extends: base\nreal_from: base\nseeds: 3\n")
+    with pytest.raises(ValueError, match="real-data settings"):
+        load_experiment_specs(tmp_path)

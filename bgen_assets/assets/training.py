@@ -66,9 +66,9 @@ class ExperimentData:
         self.lineage = {splits.key.to_user_string(): table_fingerprint(warehouse, splits.schema, splits.name)[1]}
 
 
-def model_directory(project: Project, dataset: str, spec: ExperimentSpec) -> Path:
-    """`DS/NAME_real`'s models: per training seed `seed_S/population/` and `seed_S/limited/USER/`."""
-    return project.home / "predictors" / dataset / spec.name / "real"
+def model_directory(project: Project, dataset: str, experiment: str) -> Path:
+    """`DS/EXPERIMENT_real`'s models: per training seed `seed_S/population/` and `seed_S/limited/USER/`."""
+    return project.home / "predictors" / dataset / experiment / "real"
 
 
 RealModels = dict[int, tuple["TrainedPredictor", dict[str, "TrainedPredictor"]]]  # seed -> (population, limited per user)
@@ -195,7 +195,7 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
             rows += [pretrained, finetuned, limited]
             runs.append(run)
             models[seed] = (population, limited_models)
-        save_real_models(models, model_directory(project, dataset, spec))
+        save_real_models(models, model_directory(project, dataset, spec.name))
         return scores_result(warehouse, schema, relation, rows, runs,
                              {"pretrain_epochs": [len(population.history) for population, _ in models.values()],
                               "pretrain_stopped_early": [population.stopped_early for population, _ in models.values()]})
@@ -212,7 +212,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
 
     @asset(
         key=relation.key,
-        deps=[AssetDep(names.experiment_real(dataset, spec.name).key), AssetDep(training_set.key)],
+        deps=[AssetDep(names.experiment_real(dataset, spec.real_name).key), AssetDep(training_set.key)],
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` with generator `{generator}`: pretraining augmentation, fine-tuning "
         "replacement and fine-tuning augmentation, from its privacy-gated training set.",
@@ -228,7 +228,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         synthetic = warehouse.query(f"SELECT * FROM {training_set.sql} ORDER BY user_id, ts")
         lineage = {**data.lineage, training_set.key.to_user_string():
                    table_fingerprint(warehouse, training_set.schema, training_set.name)[1]}
-        real_models = load_real_models(model_directory(project, dataset, spec))
+        real_models = load_real_models(model_directory(project, dataset, spec.real_name))
         rows, runs = [], []
         for pretrain_config, finetune_config in spec.seeded_configs(project.scope):
             seed = pretrain_config.seed
@@ -252,12 +252,22 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
 
 
 def experiment_assets(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec) -> list[AssetsDefinition]:
-    return [real_asset(project, catalog, dataset, spec)] + [
-        with_generator_asset(project, catalog, dataset, spec, generator) for generator in spec.generators]
+    """The experiment's real-data predictors (unless it shares another's: `real_from`) and one
+    asset per generator."""
+    real = [real_asset(project, catalog, dataset, spec)] if spec.real_from is None else []
+    return real + [with_generator_asset(project, catalog, dataset, spec, generator) for generator in spec.generators]
+
+
+def with_shared_real_rows(scores: pd.DataFrame, specs: list[ExperimentSpec]) -> pd.DataFrame:
+    """The score rows, plus for each experiment that shares another's real-data predictors those
+    predictors' rows under its own name (its tables compare against them)."""
+    shared = [scores[(scores["experiment"] == spec.real_from) & (scores["generator"] == "real")].assign(experiment=spec.name)
+              for spec in specs if spec.real_from is not None]
+    return pd.concat([scores, *shared], ignore_index=True) if shared else scores
 
 
 def utility_results_asset(project: Project, catalog: Catalog, dataset: str, specs: list[ExperimentSpec]) -> AssetsDefinition:
-    score_tables = [names.experiment_real(dataset, spec.name) for spec in specs] + [
+    score_tables = [names.experiment_real(dataset, spec.name) for spec in specs if spec.real_from is None] + [
         names.experiment_with(dataset, spec.name, generator) for spec in specs for generator in spec.generators]
     relation = names.utility_results(dataset)
 
@@ -274,8 +284,9 @@ def utility_results_asset(project: Project, catalog: Catalog, dataset: str, spec
     )
     def utility_results(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
         built = [table for table in score_tables if table_exists(warehouse, table.schema, table.name)]
-        scores = pd.concat([warehouse.query(f"SELECT * FROM {table.sql}") for table in built],
-                           ignore_index=True) if built else pd.DataFrame(columns=list(table_schema(catalog, "predictor_scores").columns))
+        scores = with_shared_real_rows(pd.concat([warehouse.query(f"SELECT * FROM {table.sql}") for table in built],
+                                                 ignore_index=True), specs) \
+            if built else pd.DataFrame(columns=list(table_schema(catalog, "predictor_scores").columns))
         warehouse.replace_table(relation.schema, relation.name, scores)
         folder = project.home / "reports" / dataset
         folder.mkdir(parents=True, exist_ok=True)
