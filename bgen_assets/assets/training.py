@@ -161,8 +161,10 @@ def scores_result(warehouse: Warehouse, schema, relation: names.Relation, rows: 
 
 
 def scores_code_version(spec: ExperimentSpec, project: Project, schema) -> str:
-    """The declaration, the scope and the score table's columns: a table of an older layout is rebuilt."""
-    return code_version(spec.model_dump_json(), project.scope, ",".join(schema.columns))
+    """The declaration, the scope and the score table's columns: a table of an older layout is rebuilt.
+    An unset `real_from` is left out, so that declarations from before it keep their code version."""
+    declaration = spec.model_dump_json(exclude={"real_from"} if spec.real_from is None else set())
+    return code_version(declaration, project.scope, ",".join(schema.columns))
 
 
 def real_asset(project: Project, catalog: Catalog, dataset: str, spec: ExperimentSpec) -> AssetsDefinition:
