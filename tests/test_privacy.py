@@ -95,6 +95,16 @@ def test_membership_samples_are_balanced_and_leave_out_unused_weeks():
     assert len(samples[~samples["member"]]) == 2 and set(samples[~samples["member"]]["user_id"]) <= {"b", "c"}
 
 
+def test_when_every_user_was_generated_non_members_are_the_weeks_nothing_was_conditioned_on():
+    real = pd.DataFrame({"user_id": ["a", "a", "a", "b", "b", "c", "c", "c"], "week": list("12312123")})
+    synthetic = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c", "c"], "week": ["1", "2", "1", "2", "1", "2"]})
+    samples = privacy.membership_samples(real, synthetic, seed=0)
+    non_members = samples[~samples["member"]][["user_id", "week"]].values.tolist()
+    assert non_members == [["a", "3"], ["c", "3"]]   # b has no week outside its conditioning weeks
+    members = samples[samples["member"]]
+    assert len(members) == 2 and set(members["user_id"]) <= {"a", "c"} and set(members["week"]) <= {"1", "2"}
+
+
 def random_real_weeks(rng) -> pd.DataFrame:
     """12 users x 3 weeks, each week 12 events in distinct random slots at random places among 30."""
     slots = pd.date_range("2019-01-07", periods=7 * 48, freq="30min")

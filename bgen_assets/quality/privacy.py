@@ -112,13 +112,24 @@ def uniqueness(overlaps: np.ndarray, synthetic_keys: pd.DataFrame) -> pd.DataFra
 
 def membership_samples(real_keys: pd.DataFrame, synthetic_keys: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Rows of `real_keys` used by the attack, with `member` (bool): the conditioning weeks of
-    the generated users, and as many weeks of other users (seeded sample, fewer if there are not)."""
+    the generated users, and as many weeks of other users (seeded sample, fewer if there are not).
+    When every user was generated (a full-scale table) there are no other users: the non-members
+    are then the weeks no generation was conditioned on (individual users' validation and test
+    weeks), against as many conditioning weeks of the same users. Those non-members are later
+    weeks, so an attack may also detect drift over time: an accuracy that over- rather than
+    under-states what leaks."""
     conditioning = set(map(tuple, synthetic_keys[["user_id", "week"]].to_numpy()))
     is_member = pd.Series([key in conditioning for key in map(tuple, real_keys[["user_id", "week"]].to_numpy())],
                           index=real_keys.index)
     outsiders = real_keys[~real_keys["user_id"].isin(set(synthetic_keys["user_id"]))]
-    others = outsiders.sample(n=min(int(is_member.sum()), len(outsiders)), random_state=seed)
-    return pd.concat([real_keys[is_member].assign(member=True), others.assign(member=False)])
+    if len(outsiders):
+        others = outsiders.sample(n=min(int(is_member.sum()), len(outsiders)), random_state=seed)
+        return pd.concat([real_keys[is_member].assign(member=True), others.assign(member=False)])
+    unconditioned = real_keys[~is_member]
+    members = real_keys[is_member & real_keys["user_id"].isin(set(unconditioned["user_id"]))]
+    count = min(len(members), len(unconditioned))
+    return pd.concat([members.sample(n=count, random_state=seed).sort_index().assign(member=True),
+                      unconditioned.sample(n=count, random_state=seed).sort_index().assign(member=False)])
 
 
 def _classifiers(seed: int, neighbors: int = 5) -> dict:
