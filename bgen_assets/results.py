@@ -29,16 +29,16 @@ TABLES = {
 }
 
 
-def _percent(new, reference):
+def percent_change(new, reference):
     return 100 * (new - reference) / np.where(reference == 0, np.nan, reference)
 
 
-def _replacement_rate(synthetic, pretrained, real):
+def replacement_rate(synthetic, pretrained, real):
     difference = real - pretrained
     return 100 * (synthetic - pretrained) / np.where(difference == 0, np.nan, difference)
 
 
-def _same(figure):
+def as_is(figure):
     return figure
 
 
@@ -97,7 +97,7 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
         def score_row(label: str, arm: tuple[str, str], **extra) -> dict:
             summary = summaries.loc[arm]
-            return _row(experiment, label, bootstrap.estimate(_same, arm),
+            return _row(experiment, label, bootstrap.estimate(as_is, arm),
                         note=NOTE_ONE_INTENT if collapsed(summary) else "", generator=arm[1],
                         predicted_intents=int(summary["predicted_intents"]), seeds=int(summary["seeds"]), **extra)
 
@@ -127,10 +127,10 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
                     continue
                 tables[table].append(score_row(label, arm, users_with_data=users))
                 if reference is not None:
-                    tables[table].append(relative_row(f"change vs {reference_label(table)}", "change_%", _percent,
+                    tables[table].append(relative_row(f"change vs {reference_label(table)}", "change_%", percent_change,
                                                       [arm, reference]))
                 else:
-                    tables[table].append(relative_row("replacement rate", "replacement_rate_%", _replacement_rate,
+                    tables[table].append(relative_row("replacement rate", "replacement_rate_%", replacement_rate,
                                                       [arm, base, finetuned]))
     counts = {"predicted_intents": "Int64", "users_with_data": "Int64", "seeds": "Int64"}  # empty where not a score
     return {name: pd.DataFrame(rows, columns=TABLE_COLUMNS).astype(counts) for name, rows in tables.items()}

@@ -12,7 +12,7 @@ from bgen_assets.experiments import score_rows
 from bgen_assets.intervals import PairedBootstrap
 from bgen_assets.predictors import metrics
 from bgen_assets.predictors.core import Predictions
-from bgen_assets.results import _percent, _same
+from bgen_assets.results import as_is, percent_change
 
 INTENTS = [f"intent {i}" for i in range(6)]
 
@@ -40,7 +40,7 @@ def per_user(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_point_figures_are_the_pooled_scores_averaged_over_seeds():
     rows = pd.concat([arm_rows("pretraining", "real", seed, 1.0) for seed in (1, 2)])
-    estimates = PairedBootstrap(per_user(rows), replicates=200).estimate(_same, ("pretraining", "real"))
+    estimates = PairedBootstrap(per_user(rows), replicates=200).estimate(as_is, ("pretraining", "real"))
     pooled = rows[rows["user_id"] == "all"]
     for name, estimate in estimates.items():
         assert estimate.point == pytest.approx(pooled[name].mean())
@@ -53,9 +53,9 @@ def test_identical_arms_change_by_exactly_zero_and_a_shared_gain_is_distinguisha
     same = real.assign(generator="copy")
     better = arm_rows("pretraining", "better", 1, 3.0).assign(user_id=real["user_id"].to_numpy())
     bootstrap = PairedBootstrap(per_user(pd.concat([real, same, better])), replicates=300)
-    unchanged = bootstrap.estimate(_percent, ("pretraining", "copy"), ("pretraining", "real"))
+    unchanged = bootstrap.estimate(percent_change, ("pretraining", "copy"), ("pretraining", "real"))
     assert all((e.point, e.low, e.high) == (0, 0, 0) and not e.excludes_zero for e in unchanged.values())
-    gained = bootstrap.estimate(_percent, ("pretraining", "better"), ("pretraining", "real"))
+    gained = bootstrap.estimate(percent_change, ("pretraining", "better"), ("pretraining", "real"))
     assert all(e.point > 0 and e.excludes_zero for e in gained.values())
 
 
