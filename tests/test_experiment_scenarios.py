@@ -86,6 +86,7 @@ def test_a_lever_shares_the_real_data_predictors_only_when_their_settings_are_eq
 
     (tmp_path / "base.yml").write_text("backbone: bert4rec\npretrain: {width: 16}\ngenerators: [markov]\nseeds: 2\n")
     (tmp_path / "lever.yml").write_text("extends: base\nreal_from: base\nsynthetic: {weight: 4.0}\n")
+    (tmp_path / "unbuilt.yml").write_text("extends: base\nreal_from: base\nsynthetic: {weight: 0.5}\n")
     specs = {spec.name: spec for spec in load_experiment_specs(tmp_path)}
     assert specs["lever"].real_name == "base" and specs["base"].real_name == "base"
     scores = pd.DataFrame({"experiment": ["base", "base", "lever"], "generator": ["real", "markov", "markov"]})

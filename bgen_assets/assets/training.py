@@ -262,9 +262,10 @@ def experiment_assets(project: Project, catalog: Catalog, dataset: str, spec: Ex
 
 def with_shared_real_rows(scores: pd.DataFrame, specs: list[ExperimentSpec]) -> pd.DataFrame:
     """The score rows, plus for each experiment that shares another's real-data predictors those
-    predictors' rows under its own name (its tables compare against them)."""
+    predictors' rows under its own name (its tables compare against them), once it has rows of its own."""
+    built = set(scores["experiment"])
     shared = [scores[(scores["experiment"] == spec.real_from) & (scores["generator"] == "real")].assign(experiment=spec.name)
-              for spec in specs if spec.real_from is not None]
+              for spec in specs if spec.real_from is not None and spec.name in built]
     return pd.concat([scores, *shared], ignore_index=True) if shared else scores
 
 
