@@ -93,26 +93,26 @@ class PairedBootstrap:
         self.weights = rng.multinomial(len(self.users), np.full(len(self.users), 1 / max(len(self.users), 1)),
                                        size=replicates).astype(float)
         self.seed_draws = rng.integers(0, max(len(self.seeds), 1), size=(replicates, len(self.seeds)))
-        self._arms: dict[tuple[str, str], Arm] = {}
+        self._figures: dict[tuple[str, str], tuple[dict[str, float], dict[str, np.ndarray]]] = {}
 
     def arm(self, scenario: str, generator: str) -> Arm:
-        key = (scenario, generator)
-        if key not in self._arms:
-            chosen = self.rows[(self.rows["scenario"] == scenario) & (self.rows["generator"] == generator)]
-            self._arms[key] = arm(chosen, self.users, self.seeds, self.intents)
-        return self._arms[key]
+        chosen = self.rows[(self.rows["scenario"] == scenario) & (self.rows["generator"] == generator)]
+        return arm(chosen, self.users, self.seeds, self.intents)
 
-    def _figures(self, arm: Arm) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """(point figures: mean over seeds, all users; replicate figures: mean over drawn seeds)."""
-        point = {name: float(values.mean()) for name, values in arm.figures(np.ones((1, len(self.users)))).items()}
-        replicated = arm.figures(self.weights)
-        rows = np.arange(len(self.weights))[:, None]
-        return point, {name: values[rows, self.seed_draws].mean(axis=1) for name, values in replicated.items()}
+    def figures(self, key: tuple[str, str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """(point figures: mean over seeds, all users; replicate figures: mean over drawn seeds), once per arm."""
+        if key not in self._figures:
+            chosen = self.arm(*key)
+            point = {name: float(values.mean()) for name, values in chosen.figures(np.ones((1, len(self.users)))).items()}
+            rows = np.arange(len(self.weights))[:, None]
+            self._figures[key] = point, {name: values[rows, self.seed_draws].mean(axis=1)
+                                         for name, values in chosen.figures(self.weights).items()}
+        return self._figures[key]
 
     def estimate(self, combine, *arms: tuple[str, str]) -> dict[str, Estimate]:
         """Per figure: combine(figure of arm 1, figure of arm 2, ...) with its interval, e.g.
         `estimate(lambda x: x, arm)` for a score, a relative change of two arms, a replacement rate."""
-        figures = [self._figures(self.arm(*key)) for key in arms]
+        figures = [self.figures(key) for key in arms]
         tail = 100 * (1 - LEVEL) / 2
         estimates = {}
         for name in FIGURES:
