@@ -30,6 +30,11 @@ from bgen_assets.results import (
     utility_tables,
 )
 
+
+def result_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Tables 1-3 of the scores ({} before any predictor is trained), computed once per report."""
+    return utility_tables(scores) if len(scores) else {}
+
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
 SOURCE_FILES = (TEMPLATE, Path(__file__))   # what decides the report's content: its code version
 ABLATION_VARIANTS = ("behaviorgen", "behaviorgen_no_profile", "behaviorgen_no_role", "behaviorgen_no_segment",
@@ -123,7 +128,7 @@ def privacy_overview(privacy: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     return overall.rename(columns=PRIVACY_SUMMARY).reset_index(), bool(capped.any())
 
 
-def figure_pngs(fidelity: pd.DataFrame, scores: pd.DataFrame, real: pd.DataFrame,
+def figure_pngs(fidelity: pd.DataFrame, tables: dict[str, pd.DataFrame], real: pd.DataFrame,
                 synthetic: dict[str, pd.DataFrame]) -> dict[str, bytes]:
     """The report's plots as PNG bytes, by file name: per result table and predictor
     (`utility_TABLE_EXPERIMENT.png`, the table's score rows that hold figures), fidelity, and
@@ -133,7 +138,7 @@ def figure_pngs(fidelity: pd.DataFrame, scores: pd.DataFrame, real: pd.DataFrame
     pngs = {}
     if len(fidelity):
         pngs["fidelity.png"] = plots.png(plots.fidelity_figure(fidelity))
-    for table, rows in (utility_tables(scores).items() if len(scores) else ()):
+    for table, rows in tables.items():
         shown = rows[(rows["kind"] == "score") & rows[list(TABLE_METRICS)].notna().all(axis=1)]
         for experiment, chosen in shown.groupby("experiment"):
             labels = [f"{row} (one intent)" if note == NOTE_ONE_INTENT else row
@@ -153,7 +158,7 @@ def figure_pngs(fidelity: pd.DataFrame, scores: pd.DataFrame, real: pd.DataFrame
     return pngs
 
 
-def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpec], scores: pd.DataFrame,
+def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpec], tables: dict[str, pd.DataFrame],
            fidelity: pd.DataFrame, privacy: pd.DataFrame, logs: dict[str, pd.DataFrame], pngs: dict[str, bytes]) -> str:
     """The HTML report; `caveat` (scale_warning) opens it when not empty."""
     def html(frame: pd.DataFrame) -> str:
@@ -161,7 +166,6 @@ def render(dataset: str, description: str, caveat: str, specs: list[GeneratorSpe
 
     built = set(logs)
     privacy_shown, epsilon_capped = privacy_overview(privacy)
-    tables = utility_tables(scores) if len(scores) else {}
     ablation = ablation_table(fidelity) if len(fidelity) else pd.DataFrame()
     return jinja2.Template(TEMPLATE.read_text()).render(
         dataset=dataset, description=description, caveat=caveat,

@@ -15,7 +15,14 @@ import pytest
 from bgen_assets.config import load_project
 from bgen_assets.quality import plots
 from bgen_assets.generators import load_generator_specs
-from bgen_assets.report_html import FIDELITY_QUALITY_ROWS, FIDELITY_ROWS, figure_pngs, render, scale_warning
+from bgen_assets.report_html import (
+    FIDELITY_QUALITY_ROWS,
+    FIDELITY_ROWS,
+    figure_pngs,
+    render,
+    result_tables,
+    scale_warning,
+)
 from bgen_assets.results import (
     NOTE_NO_SYNTHETIC,
     NOTE_NOT_COMPARABLE,
@@ -110,8 +117,9 @@ def report_inputs(scores: pd.DataFrame) -> dict:
     real = pd.DataFrame({"user_id": ["1", "1", "2"], "intent": ["Food", "Shop", "Food"],
                          "role": ["individual", "individual", "population"]})
     synthetic = {"markov": pd.DataFrame({"user_id": ["1", "1"], "intent": ["Food", "Food"]})}
-    pngs = figure_pngs(fidelity, scores, real, synthetic)
-    return {"specs": specs, "scores": scores, "fidelity": fidelity, "privacy": privacy,
+    tables = result_tables(scores)
+    pngs = figure_pngs(fidelity, tables, real, synthetic)
+    return {"specs": specs, "tables": tables, "fidelity": fidelity, "privacy": privacy,
             "logs": dict.fromkeys(GENERATORS, log), "pngs": pngs}
 
 

@@ -12,7 +12,7 @@ from bgen_assets.assets.evaluation import EVALUATION_GROUP, real_events_sql
 from bgen_assets.code_versions import code_version
 from bgen_assets.config import Project
 from bgen_assets.generators import GeneratorSpec
-from bgen_assets.report_html import SOURCE_FILES, figure_pngs, render, scale_warning
+from bgen_assets.report_html import SOURCE_FILES, figure_pngs, render, result_tables, scale_warning
 from bgen_assets.tracking import MlflowTracking
 from bgen_assets.names import Relation
 from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists
@@ -51,8 +51,9 @@ def report_asset(project: Project, dataset: str, specs: list[GeneratorSpec]) -> 
         scores = read(names.utility_results(dataset))
         scores = scores if scores is not None else pd.DataFrame(columns=["user_id", "generator", "scenario"])
         real = warehouse.query(f"SELECT user_id, intent, role FROM ({real_events_sql(dataset)})")
-        pngs = figure_pngs(fidelity, scores, real, {name: frame for name, frame in synthetic.items() if frame is not None})
-        html = render(dataset, project.datasets[dataset].description, scale_warning(project, dataset), built, scores,
+        tables = result_tables(scores)
+        pngs = figure_pngs(fidelity, tables, real, {name: frame for name, frame in synthetic.items() if frame is not None})
+        html = render(dataset, project.datasets[dataset].description, scale_warning(project, dataset), built, tables,
                       fidelity, privacy, {name: log for name, log in logs.items() if log is not None}, pngs)
         folder = project.home / "reports" / dataset
         folder.mkdir(parents=True, exist_ok=True)
