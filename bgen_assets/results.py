@@ -3,8 +3,10 @@ of a dataset (`DS.NAME_real` and `DS.NAME_with_GEN`), each figure with its 95% i
 bootstrap over the scored users and the training seeds (bgen_assets/intervals.py).
 
   Table 1, pretraining augmentation: real only vs real + each generator; change in % of real only.
-  Table 2, fine-tuning replacement: pretrained, real-finetuned, each generator's synthetic-finetuned;
-           replacement rate = (synthetic - pretrained) / (real - pretrained), in %.
+  Table 2, fine-tuning replacement: pretrained, real-finetuned and its change, each generator's
+           synthetic-finetuned; replacement rate = (synthetic - pretrained) / (real - pretrained), in %,
+           left empty for a metric on which the real fine-tune's gain is not distinguishable from zero
+           (a rate against a gain that may be zero has no bounded interval).
   Table 3, fine-tuning augmentation: limited real vs limited real + each generator; change in %.
 
 A figure is the mean over training seeds of the figure pooled over all scored users' test
@@ -43,6 +45,7 @@ def as_is(figure):
 
 
 NOTE_ONE_INTENT, NOTE_NOT_COMPARABLE, NOTE_NO_SYNTHETIC = "one intent", "not comparable", "no synthetic data"
+NOTE_NO_REAL_GAIN = "no real gain"
 NOTES = {  # a row's note -> what it means (the report's legend)
     NOTE_ONE_INTENT: "the predictor ranks one intent first for every target, or recalls no better than doing so "
                      "(macro recall <= 1 / intents), with some training seed: its scores say nothing about the data "
@@ -50,6 +53,8 @@ NOTES = {  # a row's note -> what it means (the report's legend)
     NOTE_NOT_COMPARABLE: "a change or rate involving such a predictor is not computed",
     NOTE_NO_SYNTHETIC: "no user in scope had synthetic weeks for this scenario, so every one kept a model trained "
                        "without them: not a result of the synthetic data",
+    NOTE_NO_REAL_GAIN: "a replacement rate divides by the real fine-tune's gain over the pretrained model; on the "
+                       "metrics shown as - that gain's interval includes zero, so the rate is undefined there",
 }
 DISTINGUISHABLE = "*"   # marks a change or rate whose interval excludes zero
 TABLE_COLUMNS = ["experiment", "generator", "row", "kind", *(column for m in TABLE_METRICS for column in (m, f"{m}_low", f"{m}_high")),
@@ -101,14 +106,22 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
                         note=NOTE_ONE_INTENT if collapsed(summary) else "", generator=arm[1],
                         predicted_intents=int(summary["predicted_intents"]), seeds=int(summary["seeds"]), **extra)
 
-        def relative_row(label: str, kind: str, combine, arms: list[tuple[str, str]]) -> dict:
-            """A change or rate of the first arm (a generator's) against the others."""
+        def relative_row(label: str, kind: str, combine, arms: list[tuple[str, str]],
+                         defined: frozenset[str] = frozenset(TABLE_METRICS)) -> dict:
+            """A change or rate of the first arm (a generator's) against the others, on the `defined` metrics."""
             if any(collapsed(summaries.loc[arm]) for arm in arms):
                 return _row(experiment, label, None, kind, NOTE_NOT_COMPARABLE, arms[0][1])
-            return _row(experiment, label, bootstrap.estimate(combine, *arms), kind, generator=arms[0][1])
+            estimates = {metric: estimate for metric, estimate in bootstrap.estimate(combine, *arms).items()
+                         if metric in defined}
+            note = "" if defined >= set(TABLE_METRICS) else NOTE_NO_REAL_GAIN
+            return _row(experiment, label, estimates, kind, note, generator=arms[0][1])
 
+        real_gain = relative_row("change vs pretrained", "change_%", percent_change, [finetuned, base])
+        gained = frozenset(metric for metric in TABLE_METRICS
+                  if Estimate(*(real_gain[c] for c in (metric, f"{metric}_low", f"{metric}_high"))).excludes_zero)
         tables["pretraining_augmentation"].append(score_row("real only", base))
-        tables["finetuning_replacement"] += [score_row("pretrained", base), score_row("real-finetuned", finetuned)]
+        tables["finetuning_replacement"] += [score_row("pretrained", base), score_row("real-finetuned", finetuned),
+                                             real_gain]
         tables["finetuning_augmentation"].append(score_row("limited real", limited))
         generators = sorted(set(summaries.index.get_level_values("generator")) - {"real"})
         for generator in generators:
@@ -131,7 +144,7 @@ def utility_tables(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
                                                       [arm, reference]))
                 else:
                     tables[table].append(relative_row("replacement rate", "replacement_rate_%", replacement_rate,
-                                                      [arm, base, finetuned]))
+                                                      [arm, base, finetuned], defined=gained))
     counts = {"predicted_intents": "Int64", "users_with_data": "Int64", "seeds": "Int64"}  # empty where not a score
     return {name: pd.DataFrame(rows, columns=TABLE_COLUMNS).astype(counts) for name, rows in tables.items()}
 
@@ -141,7 +154,7 @@ def best_generators(tables: dict[str, pd.DataFrame], metric: str = "ndcg@5") -> 
     (Table 2) in `metric` is highest, with its interval and whether it excludes zero."""
     best: dict[str, dict[str, dict]] = {}
     for name, table in tables.items():
-        relative = table[(table["kind"] != "score") & table[metric].notna()]
+        relative = table[(table["kind"] != "score") & (table["generator"] != "real") & table[metric].notna()]
         for experiment, rows in relative.groupby("experiment"):
             row = rows.loc[rows[metric].idxmax()]
             estimate = Estimate(row[metric], row[f"{metric}_low"], row[f"{metric}_high"])

@@ -1,6 +1,7 @@
 """The utility tables' intervals (bgen_assets/intervals.py): the point figures equal the pooled
 scores of the predictions they summarise, a paired change of identical arms is exactly zero, a
-change every user shares is told from zero, and seeds average."""
+change every user shares is told from zero, seeds average, and a replacement rate is shown only
+against a real fine-tuning gain told from zero."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ import pandas as pd
 import pytest
 
 from bgen_assets.experiments import score_rows
-from bgen_assets.intervals import PairedBootstrap
+from bgen_assets.intervals import Estimate, PairedBootstrap
 from bgen_assets.predictors import metrics
 from bgen_assets.predictors.core import Predictions
-from bgen_assets.results import as_is, percent_change
+from bgen_assets.results import (
+    NOTE_NO_REAL_GAIN,
+    NOTES,
+    as_is,
+    best_generators,
+    percent_change,
+    utility_tables,
+)
 
 INTENTS = [f"intent {i}" for i in range(6)]
 
@@ -64,3 +72,22 @@ def test_seeds_every_arm_shares_are_the_ones_drawn():
                       arm_rows("pretraining", "markov", 1, 1.0)])
     bootstrap = PairedBootstrap(per_user(rows), replicates=50)
     assert bootstrap.seeds == [1]
+
+
+def test_a_replacement_rate_is_left_empty_where_the_real_fine_tunes_gain_may_be_zero():
+    """A rate divides by real-finetuned - pretrained: where that gain's interval includes zero the
+    ratio's interval is unbounded, so Table 2 shows the gain and leaves the rate out, with a note."""
+    def arm(scenario: str, generator: str, skill: float, data_seed: int) -> pd.DataFrame:
+        return arm_rows(scenario, generator, 1, skill, data_seed).assign(users_with_data=12)
+
+    rows = pd.concat([arm("pretraining", "real", 1.0, 0), arm("limited", "real", 1.0, 5),
+                      arm("replacement", "markov", 3.0, 7)])
+    noise_only = utility_tables(pd.concat([rows, arm("finetune", "real", 1.0, 3)]))["finetuning_replacement"]
+    gain, rate = (noise_only[noise_only["row"] == label].iloc[0] for label in ("change vs pretrained", "replacement rate"))
+    assert not Estimate(gain["ndcg@5"], gain["ndcg@5_low"], gain["ndcg@5_high"]).excludes_zero
+    assert np.isnan(rate["ndcg@5"]) and rate["note"] == NOTE_NO_REAL_GAIN and NOTE_NO_REAL_GAIN in NOTES
+
+    learned = utility_tables(pd.concat([rows, arm("finetune", "real", 2.0, 3)]))["finetuning_replacement"]
+    rate = learned[learned["row"] == "replacement rate"].iloc[0]
+    assert rate["ndcg@5"] > 100 and rate["note"] == ""   # markov's fine-tune beats the real one: a bounded rate
+    assert best_generators({"finetuning_replacement": learned})["finetuning_replacement"]["e"]["generator"] == "markov"
