@@ -123,6 +123,7 @@ def report_inputs(scores: pd.DataFrame) -> dict:
             "logs": dict.fromkeys(GENERATORS, log), "pngs": pngs}
 
 
+@pytest.mark.filterwarnings("error::UserWarning")   # e.g. matplotlib's "Tight layout not applied" in the demo log
 def test_every_plot_names_its_predictor_and_table(scores):
     pngs = report_inputs(scores)["pngs"]
     utility = sorted(name for name in pngs if name.startswith("utility_"))
@@ -135,6 +136,9 @@ def test_every_plot_names_its_predictor_and_table(scores):
     assert [bar.get_height() for bar in figure.axes[0].containers[0]] == [0.4, 0.42]
     with pytest.raises(ValueError, match="one bar per row"):
         plots.utility_figure(pd.DataFrame({"precision": [0.4, 0.6]}, index=["markov", "markov"]), "title")
+    long_labels = ["limited real", "limited real + markov_order3 (one intent)", "limited real + behavior_gpt_cool"]
+    plots.png(plots.utility_figure(pd.DataFrame({m: [0.1, 0.2, 0.3] for m in TABLE_METRICS}, index=long_labels),
+                                   "Table 3. Fine-tuning augmentation: predictor pituning\n(bars: 95% intervals)"))
     titles = [plots.intent_distribution_figure(pd.Series(["Food"]), pd.Series(["Food"]), pd.Series(["Food"]), "1", g)
               .axes[0].get_title() for g in ("markov", "behaviorgen")]
     assert len(set(titles)) == 2 and "markov" in titles[0]

@@ -67,7 +67,8 @@ def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str, xlabel: s
     columns = list(values.columns)
     width = min(4, len(columns))
     height = -(-len(columns) // width)
-    figure = Figure(figsize=(2.8 * width + 1, 3.4 * height))
+    label_room = 0.07 * max(len(str(label)) for label in values.index)   # inches the 45-degree labels take
+    figure = Figure(figsize=(2.8 * width + 1, (3.4 + label_room) * height), layout="constrained")
     panels = figure.subplots(height, width, squeeze=False).ravel()
     for unused in panels[len(columns):]:
         unused.remove()
@@ -84,7 +85,6 @@ def grouped_bars_figure(values: pd.DataFrame, title: str, ylabel: str, xlabel: s
         panel.set_ylabel(ylabel)
         panel.bar_label(bars, fmt="%.3g", fontsize=7)
     figure.suptitle(title)
-    figure.tight_layout()
     return figure
 
 
