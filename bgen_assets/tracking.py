@@ -24,6 +24,7 @@ Only what the caller passes is logged (params, metrics, tags): never the environ
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 import time
@@ -122,6 +123,9 @@ class MlflowTracking(ConfigurableResource):
     def client(self):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
+
+        # A new store's "Creating initial MLflow database tables" INFO lines are routine, not news for the log.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
         if self.uri().startswith("sqlite:///"):
             Path(self.uri().removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

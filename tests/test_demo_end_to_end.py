@@ -41,6 +41,8 @@ def test_readme_lines_then_demo_build_both_datasets_and_print_counts(tmp_path, f
                             timeout=2 * SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert " · valid loss " in result.stdout  # the running training's live epochs
+    for noise in ("Warning:", " INFO "):   # a library's warning or routine log line is not news for the demo's reader
+        assert noise not in result.stdout + result.stderr, noise
 
     project = load_project(project_file)
     with duckdb.connect(str(project.warehouse_path), read_only=True) as con:
