@@ -67,9 +67,7 @@ class TrainingRun:
 
     @property
     def url(self) -> str:
-        base = self.tracking.uri()
-        base = base if base.startswith("http") else "http://127.0.0.1:5000"   # `make mlflow`
-        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}?{MODEL_TRAINING_VIEW}"
+        return self.tracking.experiment_run_url(self.experiment_id, self.run_id)
 
     def log_epoch(self, epoch: int, figures: Mapping[str, float]) -> None:
         """Per-epoch figures as metric history (step = epoch); fits `fit(on_epoch=...)`."""
@@ -130,6 +128,14 @@ class MlflowTracking(ConfigurableResource):
         if self.uri().startswith("sqlite:///"):
             Path(self.uri().removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.uri())
+
+    def experiment_run_url(self, experiment_id: str, run_id: str) -> str:
+        base = self.uri()
+        base = base if base.startswith("http") else "http://127.0.0.1:5000"   # `make mlflow`
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+
+    def run_url(self, dataset: str, run_id: str) -> str:
+        return self.experiment_run_url(self.experiment_id(self.client(), dataset), run_id)
 
     def prepare(self, dataset: str) -> None:
         """Create the store (its schema migrations) and the dataset's experiment once, before

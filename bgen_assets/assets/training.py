@@ -13,19 +13,26 @@ individual users in the project's scope (bgen_assets/experiments.py)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from dagster import AssetDep, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetDep,
+    AssetsDefinition,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from bgen_assets import names, results
 from bgen_assets.catalog import Catalog
 from bgen_assets.checks import schema_entry
 from bgen_assets.code_versions import code_version
 from bgen_assets.config import Project
-from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.experiments import (
     ExperimentSpec,
     Scorer,
@@ -35,10 +42,22 @@ from bgen_assets.experiments import (
     score_rows,
     with_synthetic,
 )
-from bgen_assets.results import TABLES, interval_legend, markdown, tracked_figures, utility_tables
+from bgen_assets.quality.gate import gate_verdict
+from bgen_assets.results import (
+    TABLES,
+    interval_legend,
+    markdown,
+    tracked_figures,
+    utility_tables,
+)
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.tracking import MlflowTracking, TrainingRun
-from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists, table_fingerprint
+from bgen_assets.warehouse import (
+    Warehouse,
+    frame_fingerprint,
+    table_exists,
+    table_fingerprint,
+)
 
 if TYPE_CHECKING:  # torch loads when something trains, not with the graph
     from bgen_assets.predictors.core import TrainedPredictor
@@ -74,26 +93,70 @@ def model_directory(project: Project, dataset: str, experiment: str) -> Path:
 RealModels = dict[int, tuple["TrainedPredictor", dict[str, "TrainedPredictor"]]]  # seed -> (population, limited per user)
 
 
+def save_seed_models(models: tuple[TrainedPredictor, dict[str, TrainedPredictor]], folder: Path) -> None:
+    """One seed's population model and its users' limited-data models (a user keeping the
+    population model is not saved again)."""
+    population, limited = models
+    population.save(folder / "population")
+    for user, model in limited.items():
+        if model is not population:
+            model.save(folder / "limited" / user)
+
+
+def load_seed_models(folder: Path) -> tuple[TrainedPredictor, dict[str, TrainedPredictor]]:
+    from bgen_assets.predictors.core import TrainedPredictor
+
+    return (TrainedPredictor.load(folder / "population"),
+            {path.name: TrainedPredictor.load(path) for path in sorted((folder / "limited").glob("*"))})
+
+
 def save_real_models(models: RealModels, directory: Path) -> None:
     """Replace the saved models as a whole: readers never see half of them."""
     staging = directory.with_name(directory.name + ".incoming")
     shutil.rmtree(staging, ignore_errors=True)
-    for seed, (population, limited) in models.items():
-        population.save(staging / f"seed_{seed}" / "population")
-        for user, model in limited.items():
-            if model is not population:
-                model.save(staging / f"seed_{seed}" / "limited" / user)
+    for seed, seed_models in models.items():
+        save_seed_models(seed_models, staging / f"seed_{seed}")
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
 
 
 def load_real_models(directory: Path) -> RealModels:
-    from bgen_assets.predictors.core import TrainedPredictor
+    return {int(folder.name.removeprefix("seed_")): load_seed_models(folder) for folder in sorted(directory.glob("seed_*"))}
 
-    return {int(folder.name.removeprefix("seed_")): (
-        TrainedPredictor.load(folder / "population"),
-        {path.name: TrainedPredictor.load(path) for path in sorted((folder / "limited").glob("*"))})
-        for folder in sorted(directory.glob("seed_*"))}
+
+class FinishedSeeds:
+    """The seeds a training asset has finished, kept on disk until its table is written: a run
+    stopped between seeds (each takes minutes at full scale) resumes at the first unfinished one.
+    Kept under a hash of everything a seed's results depend on (declaration, scope, input data
+    versions), so a seed trained on other inputs is never read."""
+
+    def __init__(self, directory: Path, *key: str):
+        self.root = directory
+        self.directory = directory / code_version(*key)
+
+    def folder(self, seed: int) -> Path:
+        return self.directory / f"seed_{seed}"
+
+    def rows(self, seed: int) -> pd.DataFrame | None:
+        path = self.folder(seed) / "scores.parquet"
+        return pd.read_parquet(path) if path.exists() else None
+
+    def keep(self, seed: int, rows: pd.DataFrame, models: tuple | None = None) -> None:
+        """A finished seed's score rows (and models), written whole: a staging folder renamed into place."""
+        staging = self.directory / f"seed_{seed}.incoming"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        if models is not None:
+            save_seed_models(models, staging)
+        rows.to_parquet(staging / "scores.parquet", index=False)
+        staging.rename(self.folder(seed))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def finished_seeds(project: Project, dataset: str, experiment: str, asset: str, *key: str) -> FinishedSeeds:
+    return FinishedSeeds(project.home / "predictors" / dataset / experiment / f"{asset}.unfinished", *key)
 
 
 def per_user_scores(spec: ExperimentSpec, data: ExperimentData, config, population: TrainedPredictor,
@@ -146,15 +209,17 @@ def pretrain(spec: ExperimentSpec, data: ExperimentData, config, scope_users: in
 
 
 def scores_result(warehouse: Warehouse, schema, relation: names.Relation, rows: list[pd.DataFrame],
-                  runs: list[TrainingRun], extra: dict) -> MaterializeResult:
-    """Write the score rows of every seed; metadata: the pooled figures' mean over seeds, and the runs."""
+                  tracking: MlflowTracking, dataset: str, extra: dict) -> MaterializeResult:
+    """Write the score rows of every seed; metadata: the pooled figures' mean over seeds, and the
+    seeds' MLflow runs (one per seed, some perhaps from an interrupted earlier run)."""
     scores = validate(schema, pd.concat(rows, ignore_index=True)[list(schema.columns)])
     warehouse.replace_table(relation.schema, relation.name, scores)
     pooled = scores[scores["user_id"] == "all"].groupby("scenario")[["precision", "recall", "ndcg@5"]].mean()
+    run_ids = list(dict.fromkeys(scores["mlflow_run_id"]))
     return MaterializeResult(
         data_version=DataVersion(frame_fingerprint(scores)),
-        metadata={"dagster/row_count": len(scores), "seeds": len(runs),
-                  "mlflow_run_ids": [run.run_id for run in runs], "mlflow_run": MetadataValue.url(runs[0].url),
+        metadata={"dagster/row_count": len(scores), "seeds": scores["seed"].nunique(),
+                  "mlflow_run_ids": run_ids, "mlflow_run": MetadataValue.url(tracking.run_url(dataset, run_ids[0])),
                   **{f"{scenario}_{metric}": round(float(pooled.loc[scenario, metric]), 4)
                      for scenario in pooled.index for metric in pooled.columns}, **extra},
     )
@@ -184,9 +249,16 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
     )
     def real(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
         data = ExperimentData(project, dataset, spec, warehouse)
-        rows, runs, models = [], [], {}
+        finished = finished_seeds(project, dataset, spec.name, "real", scores_code_version(spec, project, schema),
+                                  json.dumps(data.lineage, sort_keys=True))
+        rows, models = [], {}
         for pretrain_config, finetune_config in spec.seeded_configs(project.scope):
             seed = pretrain_config.seed
+            kept = finished.rows(seed)
+            if kept is not None:
+                rows.append(kept)
+                models[seed] = load_seed_models(finished.folder(seed))
+                continue
             with tracking.training_run(dataset, f"{spec.name}: pretrain on real, seed {seed}", config=pretrain_config,
                                        params={"experiment": spec.name, "pretrain_users": scope.max_pretrain_users or "all"},
                                        lineage=data.lineage) as run:
@@ -194,13 +266,15 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
                 finetuned, _ = per_user_scores(spec, data, finetune_config, population, "finetune", "real", None, run)
                 limited, limited_models = per_user_scores(spec, data, finetune_config, population, "limited", "real",
                                                           None, run)
-            rows += [pretrained, finetuned, limited]
-            runs.append(run)
             models[seed] = (population, limited_models)
+            rows.append(pd.concat([pretrained, finetuned, limited], ignore_index=True))
+            finished.keep(seed, rows[-1], models[seed])
         save_real_models(models, model_directory(project, dataset, spec.name))
-        return scores_result(warehouse, schema, relation, rows, runs,
-                             {"pretrain_epochs": [len(population.history) for population, _ in models.values()],
-                              "pretrain_stopped_early": [population.stopped_early for population, _ in models.values()]})
+        result = scores_result(warehouse, schema, relation, rows, tracking, dataset,
+                               {"pretrain_epochs": [len(population.history) for population, _ in models.values()],
+                                "pretrain_stopped_early": [population.stopped_early for population, _ in models.values()]})
+        finished.clear()
+        return result
 
     return real
 
@@ -231,9 +305,17 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         lineage = {**data.lineage, training_set.key.to_user_string():
                    table_fingerprint(warehouse, training_set.schema, training_set.name)[1]}
         real_models = load_real_models(model_directory(project, dataset, spec.real_name))
-        rows, runs = [], []
+        real_table = names.experiment_real(dataset, spec.real_name)
+        finished = finished_seeds(project, dataset, spec.name, f"with_{generator}",
+                                  scores_code_version(spec, project, schema), json.dumps(lineage, sort_keys=True),
+                                  table_fingerprint(warehouse, real_table.schema, real_table.name)[1])
+        rows = []
         for pretrain_config, finetune_config in spec.seeded_configs(project.scope):
             seed = pretrain_config.seed
+            kept = finished.rows(seed)
+            if kept is not None:
+                rows.append(kept)
+                continue
             population, limited_models = real_models[seed]
             with tracking.training_run(dataset, f"{spec.name}: pretrain on real + {generator}, seed {seed}",
                                        config=pretrain_config,
@@ -246,9 +328,11 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
                                               synthetic, run)
                 augmentation, _ = per_user_scores(spec, data, finetune_config, population, "augmentation", generator,
                                                   synthetic, run, fallback=limited_models)
-            rows += [augmented, replaced, augmentation]
-            runs.append(run)
-        return scores_result(warehouse, schema, relation, rows, runs, {"synthetic_events": len(synthetic)})
+            rows.append(pd.concat([augmented, replaced, augmentation], ignore_index=True))
+            finished.keep(seed, rows[-1])
+        result = scores_result(warehouse, schema, relation, rows, tracking, dataset, {"synthetic_events": len(synthetic)})
+        finished.clear()
+        return result
 
     return with_generator
 
