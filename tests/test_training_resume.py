@@ -6,6 +6,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import project_instance, write_project
 from dagster import AssetKey
 from mlflow import MlflowClient
 
@@ -13,7 +14,6 @@ from bgen_assets.assets import training
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, load_project
 from bgen_assets.runs import RunFailed, Runner
-from conftest import project_instance, write_project
 
 TWO_SEEDS = """description: A small Bert4Rec with two training seeds, to stop between them.
 backbone: bert4rec
@@ -45,7 +45,7 @@ def runner(tmp_path_factory, fixture_data):
     with project_instance(folder / "dagster") as instance:
         built = Runner.for_project(project, instance, Catalog(project, models))
         built.build_shared()
-        built.materialize_user("tokyo", sorted(project.scopes["demo"]["tokyo"].users)[0])
+        built.materialize_user("tokyo", min(project.scopes["demo"]["tokyo"].users))
         built._materialize([AssetKey(["tokyo", name]) for name in ("fidelity_markov", "privacy_markov")])
         yield built
 
