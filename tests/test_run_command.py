@@ -18,7 +18,7 @@ import yaml
 from dagster import AssetKey
 
 from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
-from bgen_assets.testing.loopback_server import serve, stats
+from bgen_assets.testing.loopback_server import hold, serve, stats
 from bgen_assets.runs import PID_TAG, RunRequest, alive
 from bgen_assets.warehouse import Warehouse, table_exists
 from conftest import SUBPROCESS_TIMEOUT, TOKYO_USERS, write_project
@@ -163,7 +163,9 @@ def test_sigkill_mid_generation_then_the_next_command_completes(tmp_path, fixtur
         assert len(expected) > 0
 
         warehouse = Warehouse(path=str(load_project(killed).warehouse_path))
+        # The server holds requests past a point, so each stop below lands mid-run on a slow machine too.
         # 0: SIGTERM (what a supervisor sends) stops the command and its workers, keeping what completed
+        hold(base_url, after=2)
         served = stats(base_url)["requests"]
         stopped = bgen_run(killed, workers=2)
         wait_for(stopped, lambda: stats(base_url)["requests"] >= served + 3, "the third request")
@@ -171,14 +173,17 @@ def test_sigkill_mid_generation_then_the_next_command_completes(tmp_path, fixtur
         output = stopped.communicate(timeout=SUBPROCESS_TIMEOUT)[0]
         assert stopped.returncode == 130 and "stopped" in output, output[-4000:]
         assert_complete_or_absent(warehouse)
+        # 1: killed while the first requests wait for their answers, before any partition is written
+        hold(base_url, after=0)
         served = stats(base_url)["requests"]
-        # 1: killed while the first answers come in, before any partition is written
-        kill_when(bgen_run(killed, workers=2), lambda: stats(base_url)["requests"] >= served + 3, "the third request")
+        kill_when(bgen_run(killed, workers=2), lambda: stats(base_url)["requests"] >= served + 2, "the second request")
         assert_complete_or_absent(warehouse)
         # 2: killed once some partitions are written and others are being generated
         written = logged_weeks(warehouse)
+        hold(base_url, after=6)
         kill_when(bgen_run(killed, workers=2), lambda: logged_weeks(warehouse) > written, "a written partition")
         assert_complete_or_absent(warehouse)
+        hold(base_url, None)
         # 3: the next command neither waits on the dead runs nor redoes what they wrote
         final = bgen_run(killed, workers=2)
         output = final.communicate(timeout=SUBPROCESS_TIMEOUT)[0]

@@ -6,6 +6,8 @@ valid (a last user message without event lines -- a repair turn -- is answered f
 user message that has some): as plain lines, or as `{"events": [[d, "HH:MM", location, intent], ...]}` when the
 request asks for a `json_schema` response_format. `GET /v1/models` lists one model and
 `GET /stats` counts requests and the faults served (`DELETE /stats` resets the counts).
+`PUT /hold?after=N` answers the next N chat requests and holds every later one until `DELETE /hold`,
+so a test can stop a client mid-run however slow the machine is.
 
 Faults are deterministic. For each chat request the server picks ONE fault, first rule that
 applies wins:
@@ -93,6 +95,8 @@ class LoopbackState:
     reject_response_format: bool = False
     requests: int = 0
     chat_requests: int = 0
+    chat_arrivals: int = 0
+    hold_after: int | None = None   # chat requests arriving after this many arrivals are held (PUT /hold)
     in_flight: int = 0
     max_in_flight: int = 0
     served: Counter = field(default_factory=Counter)
@@ -195,12 +199,22 @@ def create_app(state: LoopbackState):
             state.reset()
         return JSONResponse(state.stats())
 
+    async def hold(request):
+        with state.lock:
+            state.hold_after = state.chat_arrivals + int(request.query_params.get("after", 0)) \
+                if request.method == "PUT" else None
+        return JSONResponse({"hold_after": state.hold_after})
+
     async def chat(request):
         with state.lock:
             state.requests += 1
+            state.chat_arrivals += 1
+            arrival = state.chat_arrivals
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
+            while state.hold_after is not None and arrival > state.hold_after and not await request.is_disconnected():
+                await asyncio.sleep(0.05)
             return await _chat(request)
         finally:
             with state.lock:
@@ -282,6 +296,7 @@ def create_app(state: LoopbackState):
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/stats", stats, methods=["GET", "DELETE"]),
+        Route("/hold", hold, methods=["PUT", "DELETE"]),
     ])
 
 
@@ -374,13 +389,24 @@ def _serve_process(*, port: int, latency_s, faults, per_prompt, directives, retr
         child.stdout.close()
 
 
-def stats(base_url: str) -> dict:
-    """`GET /stats` of a loopback server, given its `.../v1` base URL."""
+def _control(base_url: str, path: str, method: str = "GET") -> dict:
+    """A control endpoint of a loopback server, given its `.../v1` base URL."""
     import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never via a proxy
-    with opener.open(base_url.rstrip("/").removesuffix("/v1") + "/stats", timeout=10) as answer:
+    request = urllib.request.Request(base_url.rstrip("/").removesuffix("/v1") + path, method=method)
+    with opener.open(request, timeout=10) as answer:
         return json.loads(answer.read())
+
+
+def stats(base_url: str) -> dict:
+    """`GET /stats`: the requests and faults served so far."""
+    return _control(base_url, "/stats")
+
+
+def hold(base_url: str, after: int | None) -> None:
+    """Answer the next `after` chat requests and hold the later ones; None: answer every request again."""
+    _control(base_url, "/hold" if after is None else f"/hold?after={after}", "DELETE" if after is None else "PUT")
 
 
 def _split(text: str) -> tuple[str, ...]:
