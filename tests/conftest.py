@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 from dagster import instance_for_test
+from servers import install_debian_package
 
 from bgen_assets.catalog import Catalog
 from bgen_assets.config import MODELS_DIR, PROJECT_ROOT, load_project
 from bgen_assets.runs import Runner, instance_settings
-from servers import install_debian_package
 
 SHARED_DATA = Path(os.environ.get("BGEN_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
 SUBPROCESS_TIMEOUT = int(os.environ.get("BGEN_TEST_SUBPROCESS_TIMEOUT", "900"))  # generous: a slow machine is no bug
@@ -152,6 +152,29 @@ def built_with_generator(folder: Path, data_dir: Path, name: str, params: dict):
         runner = Runner.for_project(project, instance, Catalog(project, models))
         runner.build_shared()
         runner.fit_generators("tokyo", [name])
+        yield runner
+
+
+@contextmanager
+def tokyo_experiment_runner(folder: Path, data_dir: Path, generators: tuple[str, ...], experiment: str):
+    """The fixture project on Tokyo alone with only `generators` and one experiment `tiny`
+    (`experiment`: its YAML), shared assets built; yields the runner."""
+    models = folder / "models"
+    shutil.copytree(MODELS_DIR, models)
+    for declaration in [*(models / "generators").glob("*.yml"), *(models / "experiments").glob("*.yml")]:
+        if declaration.stem not in generators:
+            declaration.unlink()
+    (models / "experiments" / "tiny.yml").write_text(experiment)
+
+    def tokyo_only(raw):
+        raw["datasets"].pop("ubiqlog")
+        for scope in raw["scopes"].values():
+            scope.pop("ubiqlog", None)
+
+    project = load_project(write_project(folder, data_dir, tokyo_only))
+    with project_instance(folder / "dagster") as instance:
+        runner = Runner.for_project(project, instance, Catalog(project, models))
+        runner.build_shared()
         yield runner
 
 

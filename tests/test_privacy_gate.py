@@ -4,19 +4,16 @@ evaluation run succeeds (a stopped generator is an outcome); neither its trainin
 predictor is built from it; the Markov baseline passes and is trained on, tracked in MLflow with
 the lineage of its training set."""
 
-import shutil
 
 import pytest
+from conftest import tokyo_experiment_runner
 from dagster import AssetKey, DagsterRunStatus
 from mlflow import MlflowClient
 
 from bgen_assets.assets.evaluation import GATE_CHECK
-from bgen_assets.catalog import Catalog
-from bgen_assets.config import MODELS_DIR, load_project
-from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.partitions import users
-from bgen_assets.runs import RunFailed, Runner
-from conftest import project_instance, write_project
+from bgen_assets.quality.gate import gate_verdict
+from bgen_assets.runs import RunFailed
 
 GENERATORS = ("markov", "repeat_last_week")
 TINY_EXPERIMENT = """description: A small Bert4Rec trained on both generators, to see the gate stop one.
@@ -30,25 +27,8 @@ generators: [markov, repeat_last_week]
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory, fixture_data):
     folder = tmp_path_factory.mktemp("gate")
-    models = folder / "models"
-    shutil.copytree(MODELS_DIR, models)
-    for declaration in (models / "generators").glob("*.yml"):
-        if declaration.stem not in GENERATORS:
-            declaration.unlink()
-    for declaration in (models / "experiments").glob("*.yml"):
-        declaration.unlink()
-    (models / "experiments" / "tiny.yml").write_text(TINY_EXPERIMENT)
-
-    def tokyo_only(raw):
-        raw["datasets"].pop("ubiqlog")
-        for scope in raw["scopes"].values():
-            scope.pop("ubiqlog", None)
-
-    project = load_project(write_project(folder, fixture_data, tokyo_only))
-    with project_instance(folder / "dagster") as instance:
-        built = Runner.for_project(project, instance, Catalog(project, models))
-        built.build_shared()
-        fixture_users = sorted(instance.get_dynamic_partitions(users("tokyo").name))
+    with tokyo_experiment_runner(folder, fixture_data, GENERATORS, TINY_EXPERIMENT) as built:
+        fixture_users = sorted(built.instance.get_dynamic_partitions(users("tokyo").name))
         for user in fixture_users[:3]:  # the others are the membership attack's non-members
             built.materialize_user("tokyo", user)
         yield built

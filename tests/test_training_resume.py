@@ -2,17 +2,14 @@
 minutes at full scale, and a stopped paper-scope run used to lose every finished seed of the asset
 it was in. Finished seeds are kept under a key of their inputs and removed once the table is written."""
 
-import shutil
 
 import pandas as pd
 import pytest
-from conftest import project_instance, write_project
+from conftest import tokyo_experiment_runner
 from dagster import AssetKey
 from mlflow import MlflowClient
 
 from bgen_assets.assets import training
-from bgen_assets.catalog import Catalog
-from bgen_assets.config import MODELS_DIR, load_project
 from bgen_assets.runs import RunFailed, Runner
 
 TWO_SEEDS = """description: A small Bert4Rec with two training seeds, to stop between them.
@@ -28,24 +25,8 @@ REAL, WITH_MARKOV = AssetKey(["tokyo", "tiny_real"]), AssetKey(["tokyo", "tiny_w
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory, fixture_data):
-    folder = tmp_path_factory.mktemp("resume")
-    models = folder / "models"
-    shutil.copytree(MODELS_DIR, models)
-    for declaration in [*(models / "generators").glob("*.yml"), *(models / "experiments").glob("*.yml")]:
-        if declaration.stem != "markov":
-            declaration.unlink()
-    (models / "experiments" / "tiny.yml").write_text(TWO_SEEDS)
-
-    def tokyo_only(raw):
-        raw["datasets"].pop("ubiqlog")
-        for scope in raw["scopes"].values():
-            scope.pop("ubiqlog", None)
-
-    project = load_project(write_project(folder, fixture_data, tokyo_only))
-    with project_instance(folder / "dagster") as instance:
-        built = Runner.for_project(project, instance, Catalog(project, models))
-        built.build_shared()
-        built.materialize_user("tokyo", min(project.scopes["demo"]["tokyo"].users))
+    with tokyo_experiment_runner(tmp_path_factory.mktemp("resume"), fixture_data, ("markov",), TWO_SEEDS) as built:
+        built.materialize_user("tokyo", min(built.project.scopes["demo"]["tokyo"].users))
         built._materialize([AssetKey(["tokyo", name]) for name in ("fidelity_markov", "privacy_markov")])
         yield built
 
