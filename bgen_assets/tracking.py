@@ -45,6 +45,8 @@ PARENT_TAG = "mlflow.parentRunId"
 # opens in its GenAI view by default, takes the view from this query parameter of a link.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+# A new store's "Creating initial MLflow database tables" INFO lines are routine, not news for the log.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def default_store(home: Path) -> tuple[str, Path]:
@@ -121,9 +123,6 @@ class MlflowTracking(ConfigurableResource):
     def client(self):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
-
-        # A new store's "Creating initial MLflow database tables" INFO lines are routine, not news for the log.
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
         if self.uri().startswith("sqlite:///"):
             Path(self.uri().removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

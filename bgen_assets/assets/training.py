@@ -19,20 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from dagster import (
-    AssetDep,
-    AssetsDefinition,
-    DataVersion,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-)
+from dagster import AssetDep, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from bgen_assets import names, results
 from bgen_assets.catalog import Catalog
 from bgen_assets.checks import schema_entry
 from bgen_assets.code_versions import code_version
 from bgen_assets.config import Project
+from bgen_assets.quality.gate import gate_verdict
 from bgen_assets.experiments import (
     ExperimentSpec,
     Scorer,
@@ -42,22 +36,10 @@ from bgen_assets.experiments import (
     score_rows,
     with_synthetic,
 )
-from bgen_assets.quality.gate import gate_verdict
-from bgen_assets.results import (
-    TABLES,
-    interval_legend,
-    markdown,
-    tracked_figures,
-    utility_tables,
-)
+from bgen_assets.results import TABLES, interval_legend, markdown, tracked_figures, utility_tables
 from bgen_assets.schemas import table_schema, validate
 from bgen_assets.tracking import MlflowTracking, TrainingRun
-from bgen_assets.warehouse import (
-    Warehouse,
-    frame_fingerprint,
-    table_exists,
-    table_fingerprint,
-)
+from bgen_assets.warehouse import Warehouse, frame_fingerprint, table_exists, table_fingerprint
 
 if TYPE_CHECKING:  # torch loads when something trains, not with the graph
     from bgen_assets.predictors.core import TrainedPredictor
@@ -236,6 +218,7 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
     schema = table_schema(catalog, "predictor_scores")
     scope = spec.scoped(project.scope)
     relation = names.experiment_real(dataset, spec.name)
+    version = scores_code_version(spec, project, schema)
 
     @asset(
         key=relation.key,
@@ -243,13 +226,13 @@ def real_asset(project: Project, catalog: Catalog, dataset: str, spec: Experimen
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` ({spec.backbone}, individual stage {spec.individual_stage}) on real "
         f"data only: the population model, and per-user fine-tunes on real and on limited real events. {spec.description}",
-        code_version=scores_code_version(spec, project, schema),
+        code_version=version,
         metadata=schema_entry("predictor_scores"),
         kinds={"pytorch", "mlflow"},
     )
     def real(warehouse: Warehouse, tracking: MlflowTracking) -> MaterializeResult:
         data = ExperimentData(project, dataset, spec, warehouse)
-        finished = finished_seeds(project, dataset, spec.name, "real", scores_code_version(spec, project, schema),
+        finished = finished_seeds(project, dataset, spec.name, "real", version,
                                   json.dumps(data.lineage, sort_keys=True))
         rows, models = [], {}
         for pretrain_config, finetune_config in spec.seeded_configs(project.scope):
@@ -285,6 +268,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
     scope = spec.scoped(project.scope)
     training_set = names.training_set(dataset, generator)
     relation = names.experiment_with(dataset, spec.name, generator)
+    version = scores_code_version(spec, project, schema)
 
     @asset(
         key=relation.key,
@@ -292,7 +276,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         group_name=TRAINING_GROUP,
         description=f"Experiment `{spec.name}` with generator `{generator}`: pretraining augmentation, fine-tuning "
         "replacement and fine-tuning augmentation, from its privacy-gated training set.",
-        code_version=scores_code_version(spec, project, schema),
+        code_version=version,
         metadata=schema_entry("predictor_scores"),
         kinds={"pytorch", "mlflow"},
     )
@@ -307,7 +291,7 @@ def with_generator_asset(project: Project, catalog: Catalog, dataset: str, spec:
         real_models = load_real_models(model_directory(project, dataset, spec.real_name))
         real_table = names.experiment_real(dataset, spec.real_name)
         finished = finished_seeds(project, dataset, spec.name, f"with_{generator}",
-                                  scores_code_version(spec, project, schema), json.dumps(lineage, sort_keys=True),
+                                  version, json.dumps(lineage, sort_keys=True),
                                   table_fingerprint(warehouse, real_table.schema, real_table.name)[1])
         rows = []
         for pretrain_config, finetune_config in spec.seeded_configs(project.scope):
