@@ -213,6 +213,7 @@ def create_app(state: LoopbackState):
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
+            await request.body()   # read (and cached) first: is_disconnected() would consume the body message
             while state.hold_after is not None and arrival > state.hold_after and not await request.is_disconnected():
                 await asyncio.sleep(0.05)
             return await _chat(request)
