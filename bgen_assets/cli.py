@@ -299,7 +299,10 @@ def command_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = command_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Both signals stop the command. SIGINT too: Dagster maps SIGTERM to SIGINT's handler after each
+    # in-process run, so a SIGINT ignored by a non-interactive parent would make SIGTERM ignored as well.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         args.run(args)
     except KeyboardInterrupt:

@@ -97,11 +97,16 @@ def project_file(folder: Path, data: Path, models: Path) -> Path:
     return write_project(folder, data, edit)
 
 
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def bgen_run(project: Path, workers: int) -> subprocess.Popen:
+    """The command as a supervisor or `cmd &` in a script starts it: with SIGINT ignored."""
     env = {k: v for k, v in os.environ.items() if k not in ("BGEN_HOME", "BGEN_SCOPE", "DAGSTER_HOME")}
     return subprocess.Popen([str(BGEN), "run", "--stage", "generate", "--workers", str(workers)],
                             env={**env, "BGEN_PROJECT": str(project)}, cwd=PROJECT_ROOT, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            preexec_fn=ignore_sigint, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def logged_weeks(warehouse: Warehouse) -> int:
